@@ -1,0 +1,287 @@
+//! Types shared by the kernel programs (`agent-ebpf`) and the userspace agent.
+//!
+//! Every type is `#[repr(C)]` with explicit padding fields so that both sides agree on the
+//! layout byte for byte, and so that no uninitialised padding ever reaches the ring buffer.
+#![no_std]
+
+/// Largest payload prefix the kernel copies per syscall. A power of two: the kernel side masks
+/// offsets with `MAX_CAPTURE - 1` so the verifier can bound every copy.
+pub const MAX_CAPTURE: usize = 16384;
+/// Default payload prefix copied per syscall; `--capture-bytes` changes it.
+pub const DEFAULT_CAPTURE: u32 = 2048;
+/// How many iovec entries of a readv/writev/recvmsg/sendmsg are copied; the rest is counted.
+pub const MAX_IOVECS: usize = 8;
+
+/// First byte of every ring-buffer record: tells userspace which struct follows.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Data = 1,
+    Close = 2,
+    Exec = 3,
+    Exit = 4,
+}
+
+impl EventKind {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Data),
+            2 => Some(Self::Close),
+            3 => Some(Self::Exec),
+            4 => Some(Self::Exit),
+            _ => None,
+        }
+    }
+}
+
+/// Which way the bytes went, seen from the traced process.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// read/recv: bytes the process received.
+    Ingress = 1,
+    /// write/send: bytes the process sent.
+    Egress = 2,
+}
+
+/// Which end of the TCP connection the traced process is.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Unknown = 0,
+    /// The process called connect().
+    Client = 1,
+    /// The process accepted the connection.
+    Server = 2,
+}
+
+impl Role {
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Client,
+            2 => Self::Server,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// The syscall that produced a data event (diagnostics and iovec handling).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoSyscall {
+    Read = 1,
+    Write = 2,
+    RecvFrom = 3,
+    SendTo = 4,
+    Readv = 5,
+    Writev = 6,
+    RecvMsg = 7,
+    SendMsg = 8,
+    SendFile = 9,
+}
+
+/// Address family values as the kernel reports them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+
+/// A TCP connection as seen from the traced process: local end first.
+/// Addresses are in network byte order (IPv4 in the first four bytes); ports in host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnTuple {
+    /// `AF_INET`, `AF_INET6`, or 0 when the kernel side never saw the handshake.
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// A [`Role`].
+    pub role: u8,
+    pub _pad: u8,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+
+impl ConnTuple {
+    pub const UNKNOWN: Self = Self {
+        family: 0,
+        local_port: 0,
+        remote_port: 0,
+        role: Role::Unknown as u8,
+        _pad: 0,
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
+    };
+}
+
+/// Header of a [`EventKind::Data`] record; `captured_len` payload bytes follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DataEventHeader {
+    /// Always [`EventKind::Data`].
+    pub kind: u8,
+    /// A [`Direction`].
+    pub direction: u8,
+    /// An [`IoSyscall`].
+    pub syscall: u8,
+    pub _pad: u8,
+    pub fd: i32,
+    /// `bpf_get_current_pid_tgid()`: tgid in the high half, thread id in the low half.
+    pub pid_tgid: u64,
+    /// Address of the kernel `struct sock`: identifies the connection while it lives.
+    pub sock: u64,
+    /// Monotonic (CLOCK_MONOTONIC / ktime) nanoseconds at syscall entry and exit.
+    pub enter_ns: u64,
+    pub exit_ns: u64,
+    /// Bytes the syscall moved.
+    pub total_len: u32,
+    /// Bytes copied after this header (a prefix of `total_len`).
+    pub captured_len: u32,
+    pub tuple: ConnTuple,
+}
+
+/// The per-CPU scratch record the kernel fills before handing `header + payload` to the ring.
+/// Twice `MAX_CAPTURE` so that a copy at any masked offset below `MAX_CAPTURE` stays in bounds.
+#[repr(C)]
+pub struct DataEvent {
+    pub header: DataEventHeader,
+    pub payload: [u8; MAX_CAPTURE * 2],
+}
+
+/// [`EventKind::Close`]: a traced socket fd was closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CloseEvent {
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    pub fd: i32,
+    pub pid_tgid: u64,
+    pub sock: u64,
+    pub timestamp_ns: u64,
+}
+
+/// [`EventKind::Exec`] and [`EventKind::Exit`]: process life cycle, for process selection and
+/// for dropping per-process state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessEvent {
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    pub tgid: u32,
+    pub timestamp_ns: u64,
+}
+
+/// Indexes into the per-CPU `COUNTERS` array: everything the kernel side could not deliver.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Data records handed to the ring buffer.
+    DataEvents = 0,
+    /// Records lost because the ring buffer was full.
+    RingBufferFull = 1,
+    /// Syscalls whose payload was longer than the capture limit (the rest is counted, not copied).
+    PayloadTruncated = 2,
+    /// iovec arrays longer than `MAX_IOVECS`.
+    IovecsTruncated = 3,
+    /// Payload copies that faulted (unmapped user memory).
+    CopyFailed = 4,
+    /// In-flight syscall table full: a socket syscall went untraced.
+    InflightTableFull = 5,
+    /// Control records (close, exec, exit) lost because the ring buffer was full.
+    ControlEventsLost = 6,
+}
+
+pub const COUNTER_COUNT: u32 = 7;
+
+/// Byte offsets of tracepoint fields, read by userspace from tracefs `format` files and handed
+/// to the kernel programs, so the programs never guess a layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TracepointOffsets {
+    /// sock:sock_send_length / sock:sock_recv_length
+    pub sock_len_sk: u16,
+    pub sock_len_family: u16,
+    pub sock_len_protocol: u16,
+    /// sock:inet_sock_set_state
+    pub state_skaddr: u16,
+    pub state_oldstate: u16,
+    pub state_newstate: u16,
+    pub state_sport: u16,
+    pub state_dport: u16,
+    pub state_family: u16,
+    pub state_protocol: u16,
+    pub state_saddr: u16,
+    pub state_daddr: u16,
+    pub state_saddr_v6: u16,
+    pub state_daddr_v6: u16,
+    /// sched:sched_process_fork
+    pub fork_child_pid: u16,
+    pub _pad: u16,
+}
+
+/// Settings the userspace agent writes into the kernel programs' global `CONFIG` before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CaptureConfig {
+    /// Never trace this process (the agent itself).
+    pub agent_tgid: u32,
+    /// 1: only processes in the `TRACED_PIDS` map; 0: every process but the agent.
+    pub filter_pids: u32,
+    /// Payload prefix copied per syscall, at most `MAX_CAPTURE`.
+    pub capture_bytes: u32,
+    pub _pad: u32,
+    pub offsets: TracepointOffsets,
+}
+
+impl CaptureConfig {
+    pub const fn zeroed() -> Self {
+        Self {
+            agent_tgid: 0,
+            filter_pids: 0,
+            capture_bytes: DEFAULT_CAPTURE,
+            _pad: 0,
+            offsets: TracepointOffsets {
+                sock_len_sk: 0,
+                sock_len_family: 0,
+                sock_len_protocol: 0,
+                state_skaddr: 0,
+                state_oldstate: 0,
+                state_newstate: 0,
+                state_sport: 0,
+                state_dport: 0,
+                state_family: 0,
+                state_protocol: 0,
+                state_saddr: 0,
+                state_daddr: 0,
+                state_saddr_v6: 0,
+                state_daddr_v6: 0,
+                fork_child_pid: 0,
+                _pad: 0,
+            },
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, built only of integers and byte arrays, with every
+    // padding byte spelled out as a field, so any bit pattern is a valid value.
+    unsafe impl aya::Pod for super::ConnTuple {}
+    unsafe impl aya::Pod for super::CaptureConfig {}
+    unsafe impl aya::Pod for super::TracepointOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<ConnTuple>(), 2 + 2 + 2 + 1 + 1 + 16 + 16);
+        assert_eq!(size_of::<DataEventHeader>(), 4 + 4 + 8 * 4 + 4 + 4 + 40);
+        assert_eq!(size_of::<CloseEvent>(), 4 + 4 + 8 * 3);
+        assert_eq!(size_of::<ProcessEvent>(), 4 + 4 + 8);
+        assert_eq!(size_of::<TracepointOffsets>(), 16 * 2);
+        assert_eq!(size_of::<CaptureConfig>(), 16 + 32);
+    }
+}

@@ -1,0 +1,1 @@
+//! Capture: kernel programs, their events, and per-connection byte streams.

@@ -1,0 +1,13 @@
+//! Periscope: eBPF zero-code auto-instrumentation.
+//!
+//! The pipeline, one folder a stage:
+//! - [`capture`]: kernel programs and their events, turned into per-connection byte streams;
+//! - [`protocols`]: byte streams into request/response exchanges;
+//! - [`spans`]: exchanges into OpenTelemetry spans with their trace context;
+//! - [`export`]: spans out, over OTLP or to the terminal.
+
+pub mod capture;
+pub mod config;
+pub mod export;
+pub mod protocols;
+pub mod spans;

@@ -1,0 +1,112 @@
+//! Application protocols: per-connection byte streams in, request/response exchanges out.
+//!
+//! Every protocol implements [`Protocol`] (detection from the first bytes) and hands out one
+//! [`Session`] per connection. A session is fed the bytes of each syscall in order, per flow,
+//! and emits an [`Exchange`] whenever a request has met its response. Sessions must accept any
+//! bytes: they never panic, never allocate without bound, and resynchronise after garbage.
+
+pub mod http1;
+
+use std::fmt;
+
+/// Which way bytes travel relative to the application protocol (not to the traced process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Flow {
+    /// Client to server.
+    Request,
+    /// Server to client.
+    Response,
+}
+
+/// The bytes one syscall moved, as far as the kernel copied them.
+#[derive(Clone, Copy, Debug)]
+pub struct Chunk<'a> {
+    /// The captured prefix.
+    pub data: &'a [u8],
+    /// Bytes the syscall moved beyond `data` (not captured, but they occupy stream positions).
+    pub missing: usize,
+    /// When the first byte of this chunk was on the wire as far as the process is concerned:
+    /// the syscall's exit time for received bytes, its entry time for sent bytes (monotonic ns).
+    pub first_byte_ns: u64,
+    /// When the syscall returned (monotonic ns).
+    pub last_byte_ns: u64,
+}
+
+/// A request matched with its response (or with the connection's end, if none came).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exchange {
+    /// First byte of the request seen.
+    pub request_start_ns: u64,
+    /// Last byte of the request seen.
+    pub request_end_ns: u64,
+    /// First/last byte of the response; `None` when the connection ended without one.
+    pub response_start_ns: Option<u64>,
+    pub response_end_ns: Option<u64>,
+    pub detail: ExchangeDetail,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExchangeDetail {
+    Http(HttpExchange),
+}
+
+/// What an HTTP/1.x exchange carried that spans need. Strings are lossily decoded and bounded.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HttpExchange {
+    pub method: String,
+    /// Request target exactly as sent (path and query, or absolute form for proxies).
+    pub target: String,
+    /// "1.0" or "1.1".
+    pub version: String,
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    /// Final (non-1xx) status code; `None` when no response was seen.
+    pub status: Option<u16>,
+    pub request_body_len: Option<u64>,
+    pub response_body_len: Option<u64>,
+    /// Part of the exchange was not captured or could not be parsed (e.g. a chunked body lost
+    /// its framing inside an uncaptured gap); the fields above are still right.
+    pub partial: bool,
+}
+
+/// A protocol the agent can decode.
+pub trait Protocol: Sync {
+    fn name(&self) -> &'static str;
+    /// Whether `first` (the first captured bytes of a connection in `flow`) start this protocol.
+    /// Cheap, allocation-free, and conservative: a false positive costs a whole connection.
+    fn detect(&self, flow: Flow, first: &[u8]) -> bool;
+    /// A new decoder for one connection.
+    fn new_session(&self) -> Box<dyn Session>;
+}
+
+/// Decoder state for one connection.
+pub trait Session: Send {
+    /// Feed the next chunk of one flow. Chunks of each flow arrive in order; the two flows
+    /// interleave as the syscalls happened.
+    fn feed(&mut self, flow: Flow, chunk: Chunk<'_>, out: &mut Vec<Exchange>);
+    /// The connection ended: emit what is pending (a request without response, a response
+    /// delimited by close).
+    fn close(&mut self, at_ns: u64, out: &mut Vec<Exchange>);
+}
+
+/// Every protocol, in detection order.
+pub fn all() -> &'static [&'static dyn Protocol] {
+    static ALL: [&dyn Protocol; 1] = [&http1::Http1];
+    &ALL
+}
+
+/// Find the protocol whose detector accepts these first bytes.
+pub fn detect(flow: Flow, first: &[u8]) -> Option<&'static dyn Protocol> {
+    all().iter().copied().find(|p| p.detect(flow, first))
+}
+
+impl fmt::Display for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Flow::Request => "request",
+            Flow::Response => "response",
+        })
+    }
+}

@@ -1,0 +1,4 @@
+//! Spans: exchanges become OpenTelemetry spans with semantic-convention attributes, resources
+//! and trace context.
+
+pub mod model;

@@ -1,0 +1,87 @@
+//! The agent's own span record: what the span builders produce and the exporters consume.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// W3C trace id (16 bytes) and span id (8 bytes).
+pub type TraceId = [u8; 16];
+pub type SpanId = [u8; 8];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    Server,
+    Client,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+}
+
+impl From<&str> for AttrValue {
+    fn from(v: &str) -> Self {
+        Self::Str(v.to_owned())
+    }
+}
+impl From<String> for AttrValue {
+    fn from(v: String) -> Self {
+        Self::Str(v)
+    }
+}
+impl From<i64> for AttrValue {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+impl From<bool> for AttrValue {
+    fn from(v: bool) -> Self {
+        Self::Bool(v)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpanStatus {
+    Unset,
+    Error { message: String },
+}
+
+/// The resource a span belongs to: one per traced process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessResource {
+    pub service_name: String,
+    pub pid: u32,
+    /// Every resource attribute, `service.name` included, in export order.
+    pub attributes: Vec<(String, AttrValue)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SpanRecord {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    /// All zero when this span is a root.
+    pub parent_span_id: SpanId,
+    /// The parent came from outside this host (an incoming `traceparent`).
+    pub parent_is_remote: bool,
+    /// W3C trace flags (bit 0: sampled).
+    pub trace_flags: u8,
+    pub trace_state: Option<String>,
+    pub name: String,
+    pub kind: SpanKind,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub attributes: Vec<(&'static str, AttrValue)>,
+    pub status: SpanStatus,
+    pub resource: Arc<ProcessResource>,
+}
+
+impl SpanRecord {
+    pub fn attribute(&self, key: &str) -> Option<&AttrValue> {
+        self.attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.parent_span_id == [0; 8]
+    }
+}
