@@ -22,5 +22,11 @@ fn main() -> anyhow::Result<()> {
         root_dir: root_dir.as_str(),
         ..Default::default()
     };
+    // aya-build watches the kernel crate itself; the shared types shape its records too.
+    let common = root_dir
+        .parent()
+        .ok_or_else(|| anyhow!("agent-ebpf has no parent directory"))?
+        .join("agent-common");
+    println!("cargo:rerun-if-changed={common}");
     aya_build::build_ebpf([package], Toolchain::default())
 }

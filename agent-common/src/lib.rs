@@ -6,7 +6,7 @@
 
 /// Largest payload prefix the kernel copies per syscall. A power of two: the kernel side masks
 /// offsets with `MAX_CAPTURE - 1` so the verifier can bound every copy.
-pub const MAX_CAPTURE: usize = 16384;
+pub const MAX_CAPTURE: usize = 8192;
 /// Default payload prefix copied per syscall; `--capture-bytes` changes it.
 pub const DEFAULT_CAPTURE: u32 = 2048;
 /// How many iovec entries of a readv/writev/recvmsg/sendmsg are copied; the rest is counted.

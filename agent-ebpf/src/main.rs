@@ -1,10 +1,93 @@
+//! Periscope's kernel programs. Each program is a thin entry point that calls a `try_` function
+//! returning `Result`; errors are dropped there because a tracepoint cannot report them.
 #![no_std]
 #![no_main]
+
+mod io;
+mod maps;
+mod process;
+mod sockets;
+
+use agent_common::{Direction, IoSyscall};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use io::Layout;
+
+macro_rules! io_entry {
+    ($name:ident, $syscall:ident, $direction:ident, $layout:ident) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            let _ = io::try_enter(
+                &ctx,
+                IoSyscall::$syscall,
+                Direction::$direction,
+                Layout::$layout,
+            );
+            0
+        }
+    };
+}
+
+io_entry!(enter_read, Read, Ingress, Buffer);
+io_entry!(enter_recvfrom, RecvFrom, Ingress, Buffer);
+io_entry!(enter_readv, Readv, Ingress, Iovec);
+io_entry!(enter_recvmsg, RecvMsg, Ingress, MsgHdr);
+io_entry!(enter_write, Write, Egress, Buffer);
+io_entry!(enter_sendto, SendTo, Egress, Buffer);
+io_entry!(enter_writev, Writev, Egress, Iovec);
+io_entry!(enter_sendmsg, SendMsg, Egress, MsgHdr);
+io_entry!(enter_sendfile, SendFile, Egress, Counted);
+
+/// Attached to the exit tracepoint of every syscall above.
+#[tracepoint]
+pub fn exit_io(ctx: TracePointContext) -> u32 {
+    let _ = io::try_exit(&ctx);
+    0
+}
+
+/// Attached to both `sock:sock_send_length` and `sock:sock_recv_length`.
+#[tracepoint]
+pub fn sock_io(ctx: TracePointContext) -> u32 {
+    let _ = io::try_mark_socket(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sock_state(ctx: TracePointContext) -> u32 {
+    let _ = sockets::try_state_change(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn enter_close(ctx: TracePointContext) -> u32 {
+    let _ = sockets::try_close(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn process_exec(ctx: TracePointContext) -> u32 {
+    let _ = process::try_exec(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn process_exit(ctx: TracePointContext) -> u32 {
+    let _ = process::try_exit(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn process_fork(ctx: TracePointContext) -> u32 {
+    let _ = process::try_fork(&ctx);
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
+
+/// The probe-reading helpers are GPL-only.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";

@@ -5,9 +5,13 @@
 //! - [`protocols`]: byte streams into request/response exchanges;
 //! - [`spans`]: exchanges into OpenTelemetry spans with their trace context;
 //! - [`export`]: spans out, over OTLP or to the terminal.
+//!
+//! [`run`] wires the stages together; [`check`] reports what the host allows.
 
 pub mod capture;
+pub mod check;
 pub mod config;
 pub mod export;
 pub mod protocols;
+pub mod run;
 pub mod spans;

@@ -1,1 +1,10 @@
-//! Test support.
+//! Test support for Periscope's end-to-end tests and benchmark: a real OTLP receiver
+//! ([`receiver`]) and process/port helpers ([`procs`]).
+
+pub mod procs;
+pub mod receiver;
+
+pub use receiver::{OtlpReceiver, ReceivedSpan, Transport};
+
+#[cfg(test)]
+mod exporter_roundtrip;

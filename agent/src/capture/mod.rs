@@ -1,1 +1,17 @@
 //! Capture: kernel programs, their events, and per-connection byte streams.
+//!
+//! - [`probes`] loads and attaches the kernel programs and reads their loss counters;
+//! - [`tracefs`] finds tracepoints and their layouts;
+//! - [`events`] decodes ring-buffer records;
+//! - [`processes`] keeps the kernel's process selection up to date;
+//! - [`procnet`] answers from /proc what the kernel did not see (connections older than us);
+//! - [`self_traffic`] keeps the agent's own export traffic out of the spans;
+//! - [`streams`] routes bytes to per-connection protocol decoders.
+
+pub mod events;
+pub mod probes;
+pub mod processes;
+pub mod procnet;
+pub mod self_traffic;
+pub mod streams;
+pub mod tracefs;

@@ -1,0 +1,258 @@
+//! The data path: socket reads and writes, from syscall entry to a ring-buffer record.
+//!
+//! Entry (syscall tracepoints) remembers the user buffer of every read/write-like syscall of a
+//! traced process. `sock:sock_{send,recv}_length`, which fire inside the same syscall, mark it as
+//! TCP and name its `struct sock`. Exit copies a bounded prefix of the bytes moved, only for
+//! marked syscalls, so files, pipes and UDP never reach userspace.
+
+use agent_common::{
+    AF_INET, AF_INET6, ConnTuple, Counter, DataEventHeader, Direction, EventKind, IPPROTO_TCP,
+    IoSyscall, MAX_CAPTURE, MAX_IOVECS,
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_probe_read_user},
+    programs::TracePointContext,
+};
+
+use crate::maps::{
+    EVENTS, INFLIGHT, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, config, count,
+    is_traced,
+};
+
+/// Syscall tracepoint argument offsets: stable ABI (8 bytes of common fields, the syscall
+/// number, then one 8-byte slot per argument). Userspace checks them against tracefs at start.
+pub const ARG0: usize = 16;
+pub const ARG1: usize = 24;
+pub const ARG2: usize = 32;
+pub const RET: usize = 16;
+
+/// Where the syscall keeps its bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// (fd, buf, len): read, write, recvfrom, sendto.
+    Buffer,
+    /// (fd, iov, iovcnt): readv, writev.
+    Iovec,
+    /// (fd, msghdr, flags): recvmsg, sendmsg.
+    MsgHdr,
+    /// (out_fd, ...): sendfile; the bytes come from a file, only their count is reported.
+    Counted,
+}
+
+/// `struct user_msghdr`: msg_iov at 16, msg_iovlen at 24.
+const MSGHDR_IOV: u64 = 16;
+const MSGHDR_IOVLEN: u64 = 24;
+
+pub fn try_enter(
+    ctx: &TracePointContext,
+    syscall: IoSyscall,
+    direction: Direction,
+    layout: Layout,
+) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    // SAFETY: offsets of the syscall tracepoint ABI; reads go through bpf_probe_read_kernel.
+    let fd: u64 = unsafe { ctx.read_at(ARG0) }.map_err(i64::from)?;
+    let arg1: u64 = unsafe { ctx.read_at(ARG1) }.map_err(i64::from)?;
+    let (buf, iov, iovcnt) = match layout {
+        Layout::Buffer => (arg1, 0, 0),
+        Layout::Iovec => {
+            let cnt: u64 = unsafe { ctx.read_at(ARG2) }.map_err(i64::from)?;
+            (0, arg1, cnt as u32)
+        }
+        Layout::MsgHdr => {
+            let iov = read_user_u64(arg1 + MSGHDR_IOV)?;
+            let cnt = read_user_u64(arg1 + MSGHDR_IOVLEN)?;
+            (0, iov, cnt as u32)
+        }
+        Layout::Counted => (0, 0, 0),
+    };
+    let io = InflightIo {
+        buf,
+        iov,
+        sock: 0,
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        iovcnt,
+        fd: fd as i32,
+        syscall: syscall as u8,
+        direction: direction as u8,
+        _pad: [0; 6],
+    };
+    if INFLIGHT.insert(&pid_tgid, &io, 0).is_err() {
+        count(Counter::InflightTableFull);
+    }
+    Ok(())
+}
+
+/// `sock:sock_send_length` / `sock:sock_recv_length`: the syscall in flight on this thread is
+/// acting on this socket.
+pub fn try_mark_socket(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(io) = INFLIGHT.get_ptr_mut(&pid_tgid) else {
+        return Ok(());
+    };
+    let off = config().offsets;
+    // SAFETY: offsets read from this kernel's tracefs format by userspace.
+    let protocol: u16 = unsafe { ctx.read_at(off.sock_len_protocol as usize) }.map_err(i64::from)?;
+    let family: u16 = unsafe { ctx.read_at(off.sock_len_family as usize) }.map_err(i64::from)?;
+    if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
+        return Ok(());
+    }
+    let sk: u64 = unsafe { ctx.read_at(off.sock_len_sk as usize) }.map_err(i64::from)?;
+    // SAFETY: pointer into an LRU map value; only this thread's entry, written in place.
+    unsafe { (*io).sock = sk };
+    Ok(())
+}
+
+/// Exit of any data syscall: emit a record when the syscall moved bytes on a TCP socket.
+pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before removal.
+    let Some(io) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
+        return Ok(());
+    };
+    let _ = INFLIGHT.remove(&pid_tgid);
+    if io.sock == 0 {
+        return Ok(());
+    }
+    let ret: i64 = unsafe { ctx.read_at(RET) }.map_err(i64::from)?;
+    if ret <= 0 {
+        return Ok(());
+    }
+    let exit_ns = unsafe { bpf_ktime_get_ns() };
+
+    let fd_key = (pid_tgid & 0xffff_ffff_0000_0000) | (io.fd as u32 as u64);
+    // SAFETY: presence test only.
+    if unsafe { SOCKET_FDS.get(&fd_key) }.is_none() {
+        let _ = SOCKET_FDS.insert(&fd_key, &io.sock, 0);
+    }
+
+    let Some(event) = SCRATCH.get_ptr_mut(0) else {
+        return Ok(());
+    };
+    // SAFETY: per-CPU scratch, exclusively ours while this program runs.
+    let event = unsafe { &mut *event };
+    let total = if ret > u32::MAX as i64 { u32::MAX } else { ret as u32 };
+    let cfg = config();
+    let mut want = if total < cfg.capture_bytes { total } else { cfg.capture_bytes };
+    if want > MAX_CAPTURE as u32 {
+        want = MAX_CAPTURE as u32;
+    }
+    if want < total {
+        count(Counter::PayloadTruncated);
+    }
+    let captured = if io.buf != 0 {
+        copy_buffer(&mut event.payload, io.buf, want)
+    } else if io.iov != 0 {
+        copy_iovecs(&mut event.payload, io.iov, io.iovcnt, want)
+    } else {
+        0
+    };
+    let tuple = match unsafe { SOCK_TUPLES.get(&io.sock) } {
+        Some(t) => *t,
+        None => ConnTuple::UNKNOWN,
+    };
+    event.header = DataEventHeader {
+        kind: EventKind::Data as u8,
+        direction: io.direction,
+        syscall: io.syscall,
+        _pad: 0,
+        fd: io.fd,
+        pid_tgid,
+        sock: io.sock,
+        enter_ns: io.enter_ns,
+        exit_ns,
+        total_len: total,
+        captured_len: captured,
+        tuple,
+    };
+    emit(event, captured);
+    Ok(())
+}
+
+fn emit(event: &agent_common::DataEvent, captured: u32) {
+    let mut payload_len = captured as usize;
+    if payload_len > MAX_CAPTURE {
+        payload_len = MAX_CAPTURE;
+    }
+    let len = core::mem::size_of::<DataEventHeader>() + payload_len;
+    // SAFETY: `len` never exceeds the header plus MAX_CAPTURE, inside the scratch record.
+    let bytes = unsafe { core::slice::from_raw_parts(event as *const _ as *const u8, len) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
+        count(Counter::DataEvents);
+    } else {
+        count(Counter::RingBufferFull);
+    }
+}
+
+/// Copy `want` (≤ MAX_CAPTURE) bytes from a user buffer; returns the bytes copied.
+fn copy_buffer(payload: &mut [u8; MAX_CAPTURE * 2], src: u64, want: u32) -> u32 {
+    let mut n = want as usize;
+    if n > MAX_CAPTURE {
+        n = MAX_CAPTURE;
+    }
+    if n == 0 {
+        return 0;
+    }
+    // SAFETY: destination is `payload`, n ≤ MAX_CAPTURE < its length.
+    let rc = unsafe { bpf_probe_read_user(payload.as_mut_ptr().cast(), n as u32, src as *const _) };
+    if rc != 0 {
+        count(Counter::CopyFailed);
+        return 0;
+    }
+    n as u32
+}
+
+/// Copy up to `want` bytes spread over a user iovec array, in order.
+fn copy_iovecs(payload: &mut [u8; MAX_CAPTURE * 2], iov: u64, iovcnt: u32, want: u32) -> u32 {
+    let mut off: usize = 0;
+    let want = want as usize;
+    for i in 0..MAX_IOVECS {
+        if i as u32 >= iovcnt || off >= want {
+            break;
+        }
+        let entry = iov + (i as u64) * 16;
+        let Ok(base) = read_user_u64(entry) else {
+            count(Counter::CopyFailed);
+            break;
+        };
+        let Ok(len) = read_user_u64(entry + 8) else {
+            count(Counter::CopyFailed);
+            break;
+        };
+        let mut n = want - off;
+        if (len as usize) < n {
+            n = len as usize;
+        }
+        if n > MAX_CAPTURE {
+            n = MAX_CAPTURE;
+        }
+        let at = off & (MAX_CAPTURE - 1);
+        if n == 0 {
+            continue;
+        }
+        // SAFETY: at < MAX_CAPTURE and n ≤ MAX_CAPTURE keep the copy inside `payload`.
+        let rc = unsafe {
+            bpf_probe_read_user(payload.as_mut_ptr().add(at).cast(), n as u32, base as *const _)
+        };
+        if rc != 0 {
+            count(Counter::CopyFailed);
+            break;
+        }
+        off += n;
+    }
+    if iovcnt as usize > MAX_IOVECS && off < want {
+        count(Counter::IovecsTruncated);
+    }
+    if off > MAX_CAPTURE {
+        off = MAX_CAPTURE;
+    }
+    off as u32
+}
+
+fn read_user_u64(addr: u64) -> Result<u64, i64> {
+    // SAFETY: bpf_probe_read_user faults safely on bad addresses.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const u64) }.map_err(i64::from)
+}

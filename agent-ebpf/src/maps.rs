@@ -1,0 +1,93 @@
+//! Maps shared by the kernel programs and read or written by userspace.
+
+use agent_common::{CaptureConfig, ConnTuple, DataEvent};
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+
+/// Written by userspace before load (`EbpfLoader::set_global`).
+#[unsafe(no_mangle)]
+pub static CONFIG: CaptureConfig = CaptureConfig::zeroed();
+
+/// Read the configuration through a volatile load so the compiler cannot fold in the
+/// compile-time zero value.
+#[inline(always)]
+pub fn config() -> CaptureConfig {
+    // SAFETY: CONFIG is a plain static; the loader patches its bytes before the program runs.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// Every record for userspace: data, close, exec, exit. Size set by userspace at load.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Processes to trace when `CONFIG.filter_pids` is set: tgid -> 1.
+#[map]
+pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+
+/// Command names (`comm`, 15 bytes, NUL-padded) selected by `--exe`: a process exec'ing one of
+/// them is selected in the kernel at once, before its first syscall, not after userspace reacts.
+#[map]
+pub static SELECTED_COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
+
+/// A socket-capable syscall between its entry and its exit, keyed by pid_tgid.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct InflightIo {
+    /// User buffer (read/write/recvfrom/sendto) or 0.
+    pub buf: u64,
+    /// User iovec array (readv/writev, and recvmsg/sendmsg via their msghdr) or 0.
+    pub iov: u64,
+    /// Set by the sock tracepoints once the syscall is known to act on a TCP socket.
+    pub sock: u64,
+    pub enter_ns: u64,
+    pub iovcnt: u32,
+    pub fd: i32,
+    pub syscall: u8,
+    pub direction: u8,
+    pub _pad: [u8; 6],
+}
+
+#[map]
+pub static INFLIGHT: LruHashMap<u64, InflightIo> = LruHashMap::with_max_entries(65536, 0);
+
+/// TCP connections whose handshake the kernel reported: `struct sock` address -> tuple + role.
+#[map]
+pub static SOCK_TUPLES: LruHashMap<u64, ConnTuple> = LruHashMap::with_max_entries(65536, 0);
+
+/// Socket fds that carried traced data: (tgid << 32 | fd) -> `struct sock` address, so that
+/// close() can be reported for them and for nothing else.
+#[map]
+pub static SOCKET_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Scratch space for one data record per CPU: too large for the 512-byte BPF stack.
+#[map]
+pub static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Loss and volume counters, indexed by `agent_common::Counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(agent_common::COUNTER_COUNT, 0);
+
+#[inline(always)]
+pub fn count(counter: agent_common::Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Whether this process is selected for tracing.
+#[inline(always)]
+pub fn is_traced(tgid: u32) -> bool {
+    let cfg = config();
+    if tgid == cfg.agent_tgid {
+        return false;
+    }
+    if cfg.filter_pids == 0 {
+        return true;
+    }
+    // SAFETY: the value is only tested for presence.
+    unsafe { TRACED_PIDS.get(&tgid).is_some() }
+}

@@ -1,0 +1,75 @@
+//! Process life cycle: new programs (exec) and exits for userspace's process table, and
+//! inheritance of the selection by forked children.
+
+use agent_common::{Counter, EventKind, ProcessEvent};
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    programs::TracePointContext,
+};
+
+use crate::maps::{EVENTS, SELECTED_COMMS, TRACED_PIDS, config, count};
+
+fn emit(kind: EventKind, tgid: u32) {
+    let event = ProcessEvent {
+        kind: kind as u8,
+        _pad: [0; 3],
+        tgid,
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    if EVENTS.output::<ProcessEvent>(&event, 0).is_err() {
+        count(Counter::ControlEventsLost);
+    }
+}
+
+/// `sched:sched_process_exec`: a program whose command name was selected is traced from its
+/// first syscall; userspace hears of every exec and applies the full rules (paths, scripts).
+pub fn try_exec(_ctx: &TracePointContext) -> Result<(), i64> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let cfg = config();
+    if tgid == cfg.agent_tgid {
+        return Ok(());
+    }
+    if cfg.filter_pids != 0 {
+        if let Ok(comm) = bpf_get_current_comm() {
+            // SAFETY: presence test only.
+            if unsafe { SELECTED_COMMS.get(&comm) }.is_some() {
+                let _ = TRACED_PIDS.insert(&tgid, &1, 0);
+            }
+        }
+    }
+    emit(EventKind::Exec, tgid);
+    Ok(())
+}
+
+/// `sched:sched_process_exit`: fires per thread; only the group leader's exit ends the process.
+pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid != pid_tgid as u32 {
+        return Ok(());
+    }
+    let _ = TRACED_PIDS.remove(&tgid);
+    if tgid != config().agent_tgid {
+        emit(EventKind::Exit, tgid);
+    }
+    Ok(())
+}
+
+/// `sched:sched_process_fork`: a child of a selected process is selected too (pre-fork servers
+/// such as nginx or gunicorn serve from children that never exec).
+pub fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
+    let cfg = config();
+    if cfg.filter_pids == 0 {
+        return Ok(());
+    }
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: presence test only.
+    if unsafe { TRACED_PIDS.get(&parent) }.is_none() {
+        return Ok(());
+    }
+    let child: i32 =
+        unsafe { ctx.read_at(cfg.offsets.fork_child_pid as usize) }.map_err(i64::from)?;
+    // A new thread also reports here with its thread id; as a tgid key it is never looked up.
+    let _ = TRACED_PIDS.insert(&(child as u32), &1, 0);
+    Ok(())
+}

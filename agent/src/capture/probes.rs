@@ -1,0 +1,218 @@
+//! Loading the kernel programs, attaching them to tracepoints, and reading their counters.
+
+use std::collections::BTreeMap;
+
+use agent_common::{COUNTER_COUNT, CaptureConfig, Counter, MAX_CAPTURE};
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use serde::Serialize;
+
+use super::tracefs;
+
+/// The kernel object built by `agent/build.rs`.
+static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+/// Which program serves which tracepoints. The first group is required; without it nothing can
+/// be captured.
+const DATA_PATH: &[(&str, &str, &str)] = &[
+    ("enter_read", "syscalls", "sys_enter_read"),
+    ("enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
+    ("enter_readv", "syscalls", "sys_enter_readv"),
+    ("enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
+    ("enter_write", "syscalls", "sys_enter_write"),
+    ("enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("enter_writev", "syscalls", "sys_enter_writev"),
+    ("enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
+    ("enter_sendfile", "syscalls", "sys_enter_sendfile64"),
+    ("exit_io", "syscalls", "sys_exit_read"),
+    ("exit_io", "syscalls", "sys_exit_recvfrom"),
+    ("exit_io", "syscalls", "sys_exit_readv"),
+    ("exit_io", "syscalls", "sys_exit_recvmsg"),
+    ("exit_io", "syscalls", "sys_exit_write"),
+    ("exit_io", "syscalls", "sys_exit_sendto"),
+    ("exit_io", "syscalls", "sys_exit_writev"),
+    ("exit_io", "syscalls", "sys_exit_sendmsg"),
+    ("exit_io", "syscalls", "sys_exit_sendfile64"),
+    ("sock_io", "sock", "sock_send_length"),
+    ("sock_io", "sock", "sock_recv_length"),
+    ("enter_close", "syscalls", "sys_enter_close"),
+];
+
+/// Useful but not essential: without them tuples come from /proc and new processes are found by
+/// periodic rescans only.
+const OPTIONAL: &[(&str, &str, &str)] = &[
+    ("sock_state", "sock", "inet_sock_set_state"),
+    ("process_exec", "sched", "sched_process_exec"),
+    ("process_exit", "sched", "sched_process_exit"),
+    ("process_fork", "sched", "sched_process_fork"),
+];
+
+/// Every tracepoint the agent wants, with whether it is required.
+pub fn wanted_tracepoints() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+    DATA_PATH
+        .iter()
+        .map(|(_, c, n)| (*c, *n, true))
+        .chain(OPTIONAL.iter().map(|(_, c, n)| (*c, *n, false)))
+}
+
+pub struct ProbeOptions {
+    pub agent_tgid: u32,
+    pub filter_pids: bool,
+    pub capture_bytes: u32,
+    pub ring_buffer_bytes: u32,
+    /// Executable names to select in the kernel as soon as they are exec'd.
+    pub exe_names: Vec<String>,
+}
+
+/// Loaded and attached kernel programs. Dropping it detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub missing_optional: Vec<String>,
+}
+
+impl Probes {
+    pub fn load(opts: &ProbeOptions) -> anyhow::Result<Self> {
+        if KERNEL_OBJECT.is_empty() {
+            bail!("this binary was built without its kernel programs (AYA_BUILD_SKIP was set)");
+        }
+        let root = tracefs::ensure_mounted()?;
+        for (category, name, required) in wanted_tracepoints() {
+            if required && !tracefs::has_tracepoint(root, category, name) {
+                bail!("tracepoint {category}:{name} is missing on this kernel; capture needs it");
+            }
+        }
+        let config = CaptureConfig {
+            agent_tgid: opts.agent_tgid,
+            filter_pids: opts.filter_pids as u32,
+            capture_bytes: opts.capture_bytes.min(MAX_CAPTURE as u32),
+            _pad: 0,
+            offsets: tracefs::read_offsets(root)?,
+        };
+        let ring = opts.ring_buffer_bytes.next_power_of_two().max(4096 * 16);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", ring)
+            .load(KERNEL_OBJECT)
+            .context("loading the kernel programs (is the agent running as root?)")?;
+
+        let mut missing_optional = Vec::new();
+        for (program, category, name) in DATA_PATH {
+            attach(&mut ebpf, program, category, name)?;
+        }
+        for (program, category, name) in OPTIONAL {
+            if !tracefs::has_tracepoint(root, category, name) {
+                missing_optional.push(format!("{category}:{name}"));
+                continue;
+            }
+            if let Err(err) = attach(&mut ebpf, program, category, name) {
+                log::warn!("optional tracepoint {category}:{name} not attached: {err:#}");
+                missing_optional.push(format!("{category}:{name}"));
+            }
+        }
+        let mut comms: BpfHashMap<_, [u8; 16], u8> = BpfHashMap::try_from(
+            ebpf.map_mut("SELECTED_COMMS").context("SELECTED_COMMS map missing")?,
+        )?;
+        for name in &opts.exe_names {
+            comms.insert(comm_key(name), 1, 0)?;
+        }
+        Ok(Self {
+            ebpf,
+            missing_optional,
+        })
+    }
+
+    /// The ring buffer all kernel records arrive on. Can be taken once.
+    pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").context("EVENTS map missing")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// The selected-process table (used when filtering). Can be taken once.
+    pub fn take_traced_pids(&mut self) -> anyhow::Result<BpfHashMap<MapData, u32, u8>> {
+        let map = self.ebpf.take_map("TRACED_PIDS").context("TRACED_PIDS map missing")?;
+        Ok(BpfHashMap::try_from(map)?)
+    }
+
+    /// The counters map. Can be taken once.
+    pub fn take_counters(&mut self) -> anyhow::Result<KernelCounters> {
+        let map = self.ebpf.take_map("COUNTERS").context("COUNTERS map missing")?;
+        Ok(KernelCounters {
+            map: PerCpuArray::try_from(map)?,
+        })
+    }
+}
+
+/// The kernel's `comm` for a program: its file name, cut to 15 bytes, NUL-padded.
+fn comm_key(name: &str) -> [u8; 16] {
+    let file = name.rsplit('/').next().unwrap_or(name).as_bytes();
+    let mut key = [0u8; 16];
+    let n = file.len().min(15);
+    key[..n].copy_from_slice(&file[..n]);
+    key
+}
+
+fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {
+    let tp: &mut TracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the kernel object"))?
+        .try_into()?;
+    // A program attached to several tracepoints is loaded once.
+    if tp.fd().is_err() {
+        tp.load()
+            .with_context(|| format!("the verifier refused program {program}"))?;
+    }
+    tp.attach(category, name)
+        .with_context(|| format!("attaching {program} to {category}:{name}"))?;
+    Ok(())
+}
+
+pub struct KernelCounters {
+    map: PerCpuArray<MapData, u64>,
+}
+
+/// What the kernel side delivered and what it could not, summed over CPUs.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct KernelCounts {
+    pub data_events: u64,
+    pub ring_buffer_full: u64,
+    pub payload_truncated: u64,
+    pub iovecs_truncated: u64,
+    pub copy_failed: u64,
+    pub inflight_table_full: u64,
+    pub control_events_lost: u64,
+}
+
+impl KernelCounts {
+    /// Records the kernel could not hand over.
+    pub fn lost_events(&self) -> u64 {
+        self.ring_buffer_full + self.inflight_table_full + self.control_events_lost
+    }
+}
+
+impl KernelCounters {
+    pub fn read(&self) -> KernelCounts {
+        let mut sums = BTreeMap::new();
+        for index in 0..COUNTER_COUNT {
+            let total = self
+                .map
+                .get(&index, 0)
+                .map(|per_cpu| per_cpu.iter().sum::<u64>())
+                .unwrap_or(0);
+            sums.insert(index, total);
+        }
+        let at = |c: Counter| sums.get(&(c as u32)).copied().unwrap_or(0);
+        KernelCounts {
+            data_events: at(Counter::DataEvents),
+            ring_buffer_full: at(Counter::RingBufferFull),
+            payload_truncated: at(Counter::PayloadTruncated),
+            iovecs_truncated: at(Counter::IovecsTruncated),
+            copy_failed: at(Counter::CopyFailed),
+            inflight_table_full: at(Counter::InflightTableFull),
+            control_events_lost: at(Counter::ControlEventsLost),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Which processes are traced: everything but the agent by default, or those named by
+//! `--pid`, `--exe` and `--port`, including processes that start after the agent.
+
+use std::{collections::HashSet, fs, path::Path};
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+
+use super::procnet;
+
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub pids: Vec<u32>,
+    /// Executable names (`nginx`) or paths (`/usr/sbin/nginx`); a script name also matches an
+    /// interpreter running it (`app.py`).
+    pub exes: Vec<String>,
+    /// Processes listening on these TCP ports.
+    pub ports: Vec<u16>,
+}
+
+impl Selection {
+    /// Whether the kernel must filter by pid (otherwise every process but the agent is traced).
+    pub fn is_filtering(&self) -> bool {
+        !(self.pids.is_empty() && self.exes.is_empty() && self.ports.is_empty())
+    }
+
+    fn matches_exe(&self, tgid: u32) -> bool {
+        if self.exes.is_empty() {
+            return false;
+        }
+        let exe = fs::read_link(format!("/proc/{tgid}/exe")).ok();
+        let cmdline = fs::read(format!("/proc/{tgid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+        self.exes.iter().any(|wanted| {
+            let by_path = exe.as_deref().is_some_and(|p| {
+                p == Path::new(wanted) || p.file_name().is_some_and(|n| n == wanted.as_str())
+            });
+            // argv[0] names a symlink or wrapper; argv[1] the script of an interpreter.
+            let by_arg = args.iter().take(2).any(|a| {
+                let a = String::from_utf8_lossy(a);
+                a == wanted.as_str()
+                    || Path::new(a.as_ref()).file_name().is_some_and(|n| n == wanted.as_str())
+            });
+            by_path || by_arg
+        })
+    }
+}
+
+/// Keeps the kernel's `TRACED_PIDS` table in step with the selection.
+pub struct ProcessSelector {
+    selection: Selection,
+    agent_tgid: u32,
+    traced: HashSet<u32>,
+    kernel_table: Option<BpfHashMap<MapData, u32, u8>>,
+}
+
+impl ProcessSelector {
+    pub fn new(
+        selection: Selection,
+        agent_tgid: u32,
+        kernel_table: Option<BpfHashMap<MapData, u32, u8>>,
+    ) -> Self {
+        Self {
+            selection,
+            agent_tgid,
+            traced: HashSet::new(),
+            kernel_table,
+        }
+    }
+
+    pub fn traced_count(&self) -> usize {
+        self.traced.len()
+    }
+
+    /// Walk /proc and select every matching process not selected yet. Children forked by a
+    /// selected process are added by the kernel itself.
+    pub fn rescan(&mut self) {
+        if !self.selection.is_filtering() {
+            return;
+        }
+        let listening = if self.selection.ports.is_empty() {
+            HashSet::new()
+        } else {
+            procnet::listening_inodes(&self.selection.ports.iter().copied().collect())
+        };
+        for tgid in all_pids() {
+            if self.traced.contains(&tgid) || tgid == self.agent_tgid {
+                continue;
+            }
+            let selected = self.selection.pids.contains(&tgid)
+                || self.selection.matches_exe(tgid)
+                || (!listening.is_empty() && procnet::holds_any_socket(tgid, &listening));
+            if selected {
+                self.select(tgid);
+            }
+        }
+    }
+
+    /// A process started a new program: select it now if it matches, so its first requests
+    /// are seen.
+    pub fn on_exec(&mut self, tgid: u32) {
+        if self.selection.is_filtering()
+            && !self.traced.contains(&tgid)
+            && tgid != self.agent_tgid
+            && (self.selection.pids.contains(&tgid) || self.selection.matches_exe(tgid))
+        {
+            self.select(tgid);
+        }
+    }
+
+    pub fn on_exit(&mut self, tgid: u32) {
+        self.traced.remove(&tgid);
+    }
+
+    fn select(&mut self, tgid: u32) {
+        if let Some(table) = self.kernel_table.as_mut() {
+            if let Err(err) = table.insert(tgid, 1, 0) {
+                log::warn!("cannot select process {tgid}: {err}");
+                return;
+            }
+        }
+        log::info!("tracing process {tgid} ({})", comm(tgid));
+        self.traced.insert(tgid);
+    }
+}
+
+pub fn all_pids() -> impl Iterator<Item = u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+}
+
+pub fn comm(tgid: u32) -> String {
+    fs::read_to_string(format!("/proc/{tgid}/comm"))
+        .map(|s| s.trim_end().to_owned())
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_matches_by_exe_name_and_pid_selection_filters() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_name().unwrap().to_str().unwrap().to_owned();
+        let sel = Selection {
+            exes: vec![name],
+            ..Default::default()
+        };
+        assert!(sel.is_filtering());
+        assert!(sel.matches_exe(me));
+        let other = Selection {
+            exes: vec!["surely-not-this-program".into()],
+            ..Default::default()
+        };
+        assert!(!other.matches_exe(me));
+        assert!(!Selection::default().is_filtering());
+    }
+}

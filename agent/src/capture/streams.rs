@@ -1,0 +1,244 @@
+//! Per-connection byte streams: kernel data events are routed to the connection they belong
+//! to, its protocol is detected from the first bytes, and its decoder is fed in order.
+
+use std::collections::HashMap;
+
+use agent_common::{ConnTuple, Direction, Role};
+use serde::Serialize;
+
+use super::{events::DataEvent, procnet};
+use crate::protocols::{self, Chunk, Exchange, Flow, Protocol, Session};
+
+/// How many chunks may go by without a recognised protocol before a connection is ignored.
+const DETECTION_CHUNKS: u8 = 4;
+/// Connections idle for this long are closed (their decoder flushed) to bound memory.
+const IDLE_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
+
+/// What a span needs to know about the connection an exchange travelled on.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionMeta {
+    pub tgid: u32,
+    pub fd: i32,
+    pub role: Role,
+    pub tuple: ConnTuple,
+    pub protocol: &'static str,
+}
+
+enum DecodeState {
+    Detecting { chunks_seen: u8 },
+    Decoding(Box<dyn Session>),
+    /// Not a protocol we decode (or encrypted): ignored until it closes.
+    Unsupported,
+}
+
+struct Connection {
+    meta: ConnectionMeta,
+    state: DecodeState,
+    last_seen_ns: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StreamStats {
+    pub connections_open: usize,
+    pub connections_seen: u64,
+    pub connections_unsupported: u64,
+    pub connections_dropped_table_full: u64,
+    pub exchanges: u64,
+}
+
+pub struct Connections {
+    table: HashMap<(u32, u64), Connection>,
+    max_connections: usize,
+    stats: StreamStats,
+}
+
+/// One finished exchange and where it happened.
+pub type Finished = (ConnectionMeta, Exchange);
+
+impl Connections {
+    pub fn new(max_connections: usize) -> Self {
+        Self {
+            table: HashMap::new(),
+            max_connections,
+            stats: StreamStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> StreamStats {
+        StreamStats {
+            connections_open: self.table.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    pub fn on_data(&mut self, ev: &DataEvent<'_>, out: &mut Vec<Finished>) {
+        let key = (ev.tgid, ev.sock);
+        if !self.table.contains_key(&key) {
+            if self.table.len() >= self.max_connections {
+                self.stats.connections_dropped_table_full += 1;
+                return;
+            }
+            self.stats.connections_seen += 1;
+            self.table.insert(key, Connection::new(ev));
+        }
+        let Some(conn) = self.table.get_mut(&key) else {
+            return;
+        };
+        conn.last_seen_ns = ev.exit_ns;
+        let before = out.len();
+        if conn.feed(ev, out) {
+            self.stats.connections_unsupported += 1;
+        }
+        self.stats.exchanges += (out.len() - before) as u64;
+    }
+
+    pub fn on_close(&mut self, tgid: u32, sock: u64, at_ns: u64, out: &mut Vec<Finished>) {
+        if let Some(conn) = self.table.remove(&(tgid, sock)) {
+            self.stats.exchanges += conn.finish(at_ns, out) as u64;
+        }
+    }
+
+    /// The process is gone: every one of its connections ends.
+    pub fn on_process_exit(&mut self, tgid: u32, at_ns: u64, out: &mut Vec<Finished>) {
+        let keys: Vec<_> = self.table.keys().filter(|(t, _)| *t == tgid).copied().collect();
+        for key in keys {
+            if let Some(conn) = self.table.remove(&key) {
+                self.stats.exchanges += conn.finish(at_ns, out) as u64;
+            }
+        }
+    }
+
+    /// Close connections idle since long before `now_ns`.
+    pub fn evict_idle(&mut self, now_ns: u64, out: &mut Vec<Finished>) {
+        let stale: Vec<_> = self
+            .table
+            .iter()
+            .filter(|(_, c)| now_ns.saturating_sub(c.last_seen_ns) > IDLE_TIMEOUT_NS)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stale {
+            if let Some(conn) = self.table.remove(&key) {
+                self.stats.exchanges += conn.finish(now_ns, out) as u64;
+            }
+        }
+    }
+
+    /// The agent is stopping: flush every decoder.
+    pub fn close_all(&mut self, now_ns: u64, out: &mut Vec<Finished>) {
+        for (_, conn) in self.table.drain() {
+            self.stats.exchanges += conn.finish(now_ns, out) as u64;
+        }
+    }
+}
+
+impl Connection {
+    fn new(ev: &DataEvent<'_>) -> Self {
+        let (tuple, role) = if ev.role != Role::Unknown {
+            (ev.tuple, ev.role)
+        } else {
+            // Opened before the agent started: ask /proc.
+            match procnet::resolve(ev.tgid, ev.fd) {
+                Some(t) => (t, Role::from_u8(t.role)),
+                None => (ev.tuple, Role::Unknown),
+            }
+        };
+        Self {
+            meta: ConnectionMeta {
+                tgid: ev.tgid,
+                fd: ev.fd,
+                role,
+                tuple,
+                protocol: "",
+            },
+            state: DecodeState::Detecting { chunks_seen: 0 },
+            last_seen_ns: ev.exit_ns,
+        }
+    }
+
+    /// Feed one event; returns true when the connection was just found undecodable (it stays
+    /// in the table so its later chunks are ignored cheaply).
+    fn feed(&mut self, ev: &DataEvent<'_>, out: &mut Vec<Finished>) -> bool {
+        if let DecodeState::Detecting { chunks_seen } = &mut self.state {
+            if ev.payload.is_empty() {
+                return false;
+            }
+            *chunks_seen += 1;
+            match detect(self.meta.role, ev.direction, ev.payload) {
+                Some((protocol, role)) => {
+                    self.meta.role = role;
+                    self.meta.protocol = protocol.name();
+                    self.state = DecodeState::Decoding(protocol.new_session());
+                }
+                None if *chunks_seen >= DETECTION_CHUNKS => {
+                    self.state = DecodeState::Unsupported;
+                    return true;
+                }
+                None => return false,
+            }
+        }
+        let DecodeState::Decoding(session) = &mut self.state else {
+            return false;
+        };
+        let Some(flow) = flow_of(self.meta.role, ev.direction) else {
+            return false;
+        };
+        let chunk = Chunk {
+            data: ev.payload,
+            missing: (ev.total_len as usize).saturating_sub(ev.payload.len()),
+            first_byte_ns: match ev.direction {
+                Direction::Ingress => ev.exit_ns,
+                Direction::Egress => ev.enter_ns,
+            },
+            last_byte_ns: ev.exit_ns,
+        };
+        let mut exchanges = Vec::new();
+        session.feed(flow, chunk, &mut exchanges);
+        out.extend(exchanges.into_iter().map(|e| (self.meta, e)));
+        false
+    }
+
+    /// Flush the decoder; returns how many exchanges it produced.
+    fn finish(mut self, at_ns: u64, out: &mut Vec<Finished>) -> usize {
+        let DecodeState::Decoding(session) = &mut self.state else {
+            return 0;
+        };
+        let mut exchanges = Vec::new();
+        session.close(at_ns, &mut exchanges);
+        let n = exchanges.len();
+        out.extend(exchanges.into_iter().map(|e| (self.meta, e)));
+        n
+    }
+}
+
+/// Which protocol flow the process's bytes belong to, given its role.
+fn flow_of(role: Role, direction: Direction) -> Option<Flow> {
+    match (role, direction) {
+        (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress) => Some(Flow::Request),
+        (Role::Server, Direction::Egress) | (Role::Client, Direction::Ingress) => {
+            Some(Flow::Response)
+        }
+        (Role::Unknown, _) => None,
+    }
+}
+
+/// Detect the protocol from a connection's first bytes. The payload also settles the role when
+/// the kernel could not tell it: whoever receives a request is the server.
+fn detect(
+    role: Role,
+    direction: Direction,
+    payload: &[u8],
+) -> Option<(&'static dyn Protocol, Role)> {
+    if let Some(flow) = flow_of(role, direction) {
+        if let Some(p) = protocols::detect(flow, payload) {
+            return Some((p, role));
+        }
+    }
+    if let Some(p) = protocols::detect(Flow::Request, payload) {
+        let role = match direction {
+            Direction::Ingress => Role::Server,
+            Direction::Egress => Role::Client,
+        };
+        return Some((p, role));
+    }
+    None
+}

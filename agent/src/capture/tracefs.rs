@@ -1,0 +1,136 @@
+//! tracefs: where tracepoints live. Mounted on demand; tracepoint layouts read from their
+//! `format` files so the kernel programs never guess an offset.
+
+use std::{fs, path::Path};
+
+use agent_common::TracepointOffsets;
+use anyhow::{Context as _, bail};
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+const LEGACY_TRACEFS: &str = "/sys/kernel/debug/tracing";
+
+/// Make sure tracefs is mounted, mounting it when the directory is empty. Returns its root.
+pub fn ensure_mounted() -> anyhow::Result<&'static str> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(TRACEFS);
+    }
+    if Path::new(LEGACY_TRACEFS).join("events").is_dir() {
+        return Ok(LEGACY_TRACEFS);
+    }
+    let target = std::ffi::CString::new(TRACEFS)?;
+    let fstype = std::ffi::CString::new("tracefs")?;
+    let source = std::ffi::CString::new("nodev")?;
+    // SAFETY: plain mount(2) with NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        bail!(
+            "tracefs is not mounted at {TRACEFS} and mounting it failed ({err}); \
+             run `mount -t tracefs nodev {TRACEFS}` as root, or give the agent CAP_SYS_ADMIN"
+        );
+    }
+    log::info!("mounted tracefs at {TRACEFS}");
+    Ok(TRACEFS)
+}
+
+/// Whether a tracepoint exists on this kernel.
+pub fn has_tracepoint(root: &str, category: &str, name: &str) -> bool {
+    Path::new(root).join("events").join(category).join(name).join("format").is_file()
+}
+
+/// Byte offset of `field` in the tracepoint's record.
+pub fn field_offset(root: &str, category: &str, name: &str, field: &str) -> anyhow::Result<u16> {
+    let path = Path::new(root).join("events").join(category).join(name).join("format");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    parse_field_offset(&text, field)
+        .with_context(|| format!("field `{field}` of tracepoint {category}:{name}"))
+}
+
+/// Find `field:<type> <field>[...];\toffset:N;` in a tracefs format text.
+fn parse_field_offset(format: &str, field: &str) -> anyhow::Result<u16> {
+    for line in format.lines() {
+        let Some(decl) = line.trim().strip_prefix("field:") else {
+            continue;
+        };
+        let mut parts = decl.split(';');
+        let declaration = parts.next().unwrap_or_default();
+        let declared_name = declaration
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .next()
+            .unwrap_or_default();
+        let declared_name = declared_name.split('[').next().unwrap_or_default();
+        if declared_name != field {
+            continue;
+        }
+        for part in parts {
+            if let Some(value) = part.trim().strip_prefix("offset:") {
+                return Ok(value.trim().parse()?);
+            }
+        }
+    }
+    bail!("not found in the tracepoint format")
+}
+
+/// Offsets of every tracepoint field the kernel programs read.
+pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
+    let sock = |f| field_offset(root, "sock", "sock_send_length", f);
+    let state = |f| field_offset(root, "sock", "inet_sock_set_state", f);
+    // The recv tracepoint must share the send one's layout: one program reads both.
+    for f in ["sk", "family", "protocol"] {
+        let recv = field_offset(root, "sock", "sock_recv_length", f)?;
+        if recv != sock(f)? {
+            bail!("sock:sock_recv_length and sock:sock_send_length differ in field `{f}`");
+        }
+    }
+    // Syscall arguments sit at fixed offsets in the kernel programs: check them.
+    for (name, field, expected) in [
+        ("sys_enter_read", "fd", 16),
+        ("sys_enter_read", "buf", 24),
+        ("sys_enter_readv", "vlen", 32),
+        ("sys_exit_read", "ret", 16),
+    ] {
+        let got = field_offset(root, "syscalls", name, field)?;
+        if got != expected {
+            bail!("syscalls:{name} has `{field}` at offset {got}, expected {expected}");
+        }
+    }
+    Ok(TracepointOffsets {
+        sock_len_sk: sock("sk")?,
+        sock_len_family: sock("family")?,
+        sock_len_protocol: sock("protocol")?,
+        state_skaddr: state("skaddr")?,
+        state_oldstate: state("oldstate")?,
+        state_newstate: state("newstate")?,
+        state_sport: state("sport")?,
+        state_dport: state("dport")?,
+        state_family: state("family")?,
+        state_protocol: state("protocol")?,
+        state_saddr: state("saddr")?,
+        state_daddr: state("daddr")?,
+        state_saddr_v6: state("saddr_v6")?,
+        state_daddr_v6: state("daddr_v6")?,
+        fork_child_pid: field_offset(root, "sched", "sched_process_fork", "child_pid")?,
+        _pad: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATE_FORMAT: &str = "name: inet_sock_set_state\nID: 1\nformat:\n\
+        \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+        \tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+        \tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;\n\
+        \tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;\n";
+
+    #[test]
+    fn finds_pointer_array_and_plain_fields() {
+        assert_eq!(parse_field_offset(STATE_FORMAT, "skaddr").unwrap(), 8);
+        assert_eq!(parse_field_offset(STATE_FORMAT, "newstate").unwrap(), 20);
+        assert_eq!(parse_field_offset(STATE_FORMAT, "saddr_v6").unwrap(), 40);
+        assert!(parse_field_offset(STATE_FORMAT, "saddr").is_err());
+    }
+}

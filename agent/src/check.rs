@@ -1,0 +1,136 @@
+//! `periscope check`: one screen on what this kernel and these privileges allow.
+
+use std::{fs, path::Path};
+
+use crate::capture::{
+    probes::{ProbeOptions, Probes, wanted_tracepoints},
+    tracefs,
+};
+
+struct Report {
+    fatal: bool,
+}
+
+impl Report {
+    fn line(&mut self, ok: bool, required: bool, what: &str, detail: &str) {
+        let mark = match (ok, required) {
+            (true, _) => "ok  ",
+            (false, true) => "FAIL",
+            (false, false) => "warn",
+        };
+        if !ok && required {
+            self.fatal = true;
+        }
+        println!("  [{mark}] {what:<38} {detail}");
+    }
+}
+
+/// Returns whether capture is possible.
+pub fn check() -> bool {
+    let mut r = Report { fatal: false };
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("periscope check — kernel {}", release.trim());
+
+    let caps = effective_capabilities();
+    let has = |bit: u32| caps.is_some_and(|c| c & (1u64 << bit) != 0);
+    let (cap_sys_admin, cap_perfmon, cap_bpf) = (has(21), has(38), has(39));
+    r.line(
+        cap_sys_admin || (cap_bpf && cap_perfmon),
+        true,
+        "privileges (CAP_BPF+CAP_PERFMON or root)",
+        &format!("uid {}, CapEff {:#x}", unsafe { libc::geteuid() }, caps.unwrap_or(0)),
+    );
+    r.line(
+        Path::new("/sys/kernel/btf/vmlinux").exists(),
+        false,
+        "BTF (/sys/kernel/btf/vmlinux)",
+        "not needed yet; future probes read struct offsets from it",
+    );
+    let root = match tracefs::ensure_mounted() {
+        Ok(root) => {
+            r.line(true, true, "tracefs", root);
+            Some(root)
+        }
+        Err(e) => {
+            r.line(false, true, "tracefs", &format!("{e:#}"));
+            None
+        }
+    };
+    if let Some(root) = root {
+        let mut missing_required = Vec::new();
+        let mut missing_optional = Vec::new();
+        let mut total = 0;
+        for (category, name, required) in wanted_tracepoints() {
+            total += 1;
+            if !tracefs::has_tracepoint(root, category, name) {
+                let list = if required { &mut missing_required } else { &mut missing_optional };
+                list.push(format!("{category}:{name}"));
+            }
+        }
+        r.line(
+            missing_required.is_empty(),
+            true,
+            "socket I/O tracepoints (syscalls, sock)",
+            &if missing_required.is_empty() {
+                format!("{total} wanted, all required present")
+            } else {
+                format!("missing {}", missing_required.join(", "))
+            },
+        );
+        r.line(
+            missing_optional.is_empty(),
+            false,
+            "handshake and process tracepoints",
+            &if missing_optional.is_empty() {
+                "inet_sock_set_state, sched_process_{exec,exit,fork}".to_owned()
+            } else {
+                format!("missing {} (falls back to /proc)", missing_optional.join(", "))
+            },
+        );
+        match tracefs::read_offsets(root) {
+            Ok(_) => r.line(true, true, "tracepoint layouts", "read from tracefs formats"),
+            Err(e) => r.line(false, true, "tracepoint layouts", &format!("{e:#}")),
+        }
+    }
+    let kprobes = Path::new("/sys/kernel/tracing/kprobe_events").exists()
+        || Path::new("/sys/kernel/debug/tracing/kprobe_events").exists();
+    r.line(
+        kprobes,
+        false,
+        "kprobes",
+        if kprobes { "available (not needed)" } else { "absent: not needed, tracepoints used" },
+    );
+    let uprobes = Path::new("/sys/bus/event_source/devices/uprobe").exists();
+    r.line(uprobes, false, "uprobes", "for TLS plaintext (OpenSSL) — planned");
+
+    if !r.fatal {
+        match Probes::load(&ProbeOptions {
+            agent_tgid: std::process::id(),
+            filter_pids: true,
+            capture_bytes: 64,
+            ring_buffer_bytes: 1 << 16,
+            exe_names: Vec::new(),
+        }) {
+            Ok(p) => {
+                r.line(true, true, "load and attach kernel programs", "verifier accepted all");
+                drop(p);
+            }
+            Err(e) => r.line(false, true, "load and attach kernel programs", &format!("{e:#}")),
+        }
+    }
+    println!(
+        "{}",
+        if r.fatal {
+            "capture is NOT possible here: fix the FAIL lines above"
+        } else {
+            "capture is possible: `periscope run` will trace HTTP/1 over TCP (IPv4 and IPv6)"
+        }
+    );
+    !r.fatal
+}
+
+fn effective_capabilities() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+}

@@ -1,0 +1,354 @@
+//! Start lines and header blocks: recognising them and pulling out the fields spans need.
+//!
+//! Everything here works on borrowed bytes; the only allocations are the few bounded strings a
+//! parsed head carries.
+
+use crate::protocols::Flow;
+
+/// Methods accepted where we have no framing to trust (connection detection, resynchronisation).
+/// Once in sync, any method token is accepted (WebDAV and friends).
+const KNOWN_METHODS: [&[u8]; 9] = [
+    b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
+];
+const MAX_METHOD_LEN: usize = 24;
+pub(super) const MAX_TARGET_LEN: usize = 2048;
+pub(super) const MAX_HEADER_VALUE_LEN: usize = 512;
+const STATUS_PREFIX: &[u8] = b"HTTP/1.";
+
+/// A parsed (possibly incomplete) request or response head.
+#[derive(Debug)]
+pub(super) struct Head {
+    pub start: StartLine,
+    /// The head was cut short (uncaptured bytes, too large, connection closed): the fields
+    /// present are right but others may be missing, and the message framing is unknown.
+    pub partial: bool,
+    pub content_length: ContentLength,
+    pub transfer_encoding: TransferEncoding,
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+#[derive(Debug)]
+pub(super) enum StartLine {
+    Request {
+        method: String,
+        target: String,
+        /// "1.0", "1.1", or "" when the line was cut before the version.
+        version: &'static str,
+    },
+    Response {
+        status: u16,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ContentLength {
+    Absent,
+    Valid(u64),
+    /// Unparseable or contradictory values: the framing cannot be trusted.
+    Invalid,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TransferEncoding {
+    Absent,
+    /// The last coding is `chunked`: the body is chunk-framed.
+    ChunkedLast,
+    /// Some other final coding: a request cannot be framed, a response runs until close.
+    Other,
+}
+
+/// How far the bytes seen so far go towards a valid start line (checked while a head is still
+/// arriving, so garbage is dropped without waiting for a line end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Prefix {
+    Valid,
+    Undecided,
+    Invalid,
+}
+
+/// Whether the first bytes of a connection start an HTTP/1.x message in `flow`.
+pub(super) fn detect(flow: Flow, first: &[u8]) -> bool {
+    match flow {
+        Flow::Request => KNOWN_METHODS
+            .iter()
+            .any(|m| first.len() > m.len() && first.starts_with(m) && first[m.len()] == b' '),
+        Flow::Response => first.starts_with(b"HTTP/1.0 ") || first.starts_with(b"HTTP/1.1 "),
+    }
+}
+
+/// Whether a chunk (one syscall) begins a new message, judged without context.
+///
+/// When the chunk holds the whole first line, that line must be a valid start line (with a
+/// known method for requests). With `allow_prefix`, a chunk too short to hold the line is
+/// accepted if it is a prefix of one: a sender may split even its first line across syscalls.
+pub(super) fn chunk_starts_message(flow: Flow, data: &[u8], allow_prefix: bool) -> bool {
+    if let Some(nl) = data.iter().position(|&b| b == b'\n') {
+        let line = strip_cr(&data[..nl]);
+        return match flow {
+            Flow::Request => {
+                parse_request_line(line).is_some_and(|r| KNOWN_METHODS.contains(&r.method))
+            }
+            Flow::Response => parse_status_line(line).is_some(),
+        };
+    }
+    if !allow_prefix || data.is_empty() {
+        return false;
+    }
+    match flow {
+        Flow::Request => KNOWN_METHODS.iter().any(|m| {
+            let n = data.len().min(m.len());
+            data[..n] == m[..n] && data.get(m.len()).is_none_or(|&b| b == b' ')
+        }),
+        Flow::Response => status_prefix(data) != Prefix::Invalid,
+    }
+}
+
+/// Checks the first bytes of a head in sync with the stream (any method token allowed).
+pub(super) fn start_prefix(flow: Flow, bytes: &[u8]) -> Prefix {
+    match flow {
+        Flow::Request => {
+            for (i, &b) in bytes.iter().take(MAX_METHOD_LEN + 1).enumerate() {
+                if b == b' ' {
+                    return if i > 0 { Prefix::Valid } else { Prefix::Invalid };
+                }
+                if !is_method_byte(b) {
+                    return Prefix::Invalid;
+                }
+            }
+            if bytes.len() > MAX_METHOD_LEN {
+                Prefix::Invalid
+            } else {
+                Prefix::Undecided
+            }
+        }
+        Flow::Response => status_prefix(bytes),
+    }
+}
+
+/// `HTTP/1.0 ` or `HTTP/1.1 `, as far as `bytes` go.
+fn status_prefix(bytes: &[u8]) -> Prefix {
+    for (i, &b) in bytes.iter().take(STATUS_PREFIX.len() + 2).enumerate() {
+        let ok = match i {
+            _ if i < STATUS_PREFIX.len() => b == STATUS_PREFIX[i],
+            7 => b == b'0' || b == b'1',
+            _ => b == b' ',
+        };
+        if !ok {
+            return Prefix::Invalid;
+        }
+    }
+    if bytes.len() >= STATUS_PREFIX.len() + 2 {
+        Prefix::Valid
+    } else {
+        Prefix::Undecided
+    }
+}
+
+/// Whether a complete first line (without its line end) is a valid start line in `flow`.
+pub(super) fn valid_start_line(flow: Flow, line: &[u8]) -> bool {
+    match flow {
+        Flow::Request => parse_request_line(line).is_some(),
+        Flow::Response => parse_status_line(line).is_some(),
+    }
+}
+
+/// Parses a head buffer: the whole block up to and including its blank line, or, when
+/// `partial`, whatever prefix of it was captured. In a partial head only complete header
+/// lines count and the start line may be cut (a request needs its method, a response its
+/// status code). Returns `None` when not even that much is there.
+pub(super) fn parse_head(flow: Flow, buf: &[u8], partial: bool) -> Option<Head> {
+    let first_nl = buf.iter().position(|&b| b == b'\n');
+    let first_line = strip_cr(&buf[..first_nl.unwrap_or(buf.len())]);
+    let start = match (flow, first_nl) {
+        (Flow::Request, Some(_)) => request_start(parse_request_line(first_line)?),
+        (Flow::Request, None) if partial => request_start(parse_cut_request_line(first_line)?),
+        (Flow::Response, _) => {
+            // The status code sits in the first 12 bytes; a cut reason phrase does not matter.
+            let status = parse_status_line(first_line)?;
+            StartLine::Response { status }
+        }
+        (Flow::Request, None) => return None,
+    };
+    let mut head = Head {
+        start,
+        partial,
+        content_length: ContentLength::Absent,
+        transfer_encoding: TransferEncoding::Absent,
+        host: None,
+        user_agent: None,
+        traceparent: None,
+        tracestate: None,
+    };
+    // Header lines are those between the first line and the last line end; anything after the
+    // last line end is a cut line and is ignored.
+    let (Some(first_nl), Some(last_nl)) = (first_nl, buf.iter().rposition(|&b| b == b'\n')) else {
+        return Some(head);
+    };
+    if last_nl > first_nl {
+        for line in buf[first_nl + 1..last_nl].split(|&b| b == b'\n') {
+            head.add_header_line(flow, strip_cr(line));
+        }
+    }
+    Some(head)
+}
+
+impl Head {
+    fn add_header_line(&mut self, flow: Flow, line: &[u8]) {
+        // Empty lines end the block; lines starting with whitespace are obsolete folding.
+        if line.first().is_none_or(|&b| b == b' ' || b == b'\t') {
+            return;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return;
+        };
+        let name = &line[..colon];
+        let value = trim(&line[colon + 1..]);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            self.content_length = merge_content_length(self.content_length, value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only the last coding of the last such header decides the framing.
+            if let Some(last) = value.rsplit(|&b| b == b',').map(trim).find(|c| !c.is_empty()) {
+                self.transfer_encoding = if last.eq_ignore_ascii_case(b"chunked") {
+                    TransferEncoding::ChunkedLast
+                } else {
+                    TransferEncoding::Other
+                };
+            }
+        } else if flow == Flow::Request {
+            let slot = if name.eq_ignore_ascii_case(b"host") {
+                &mut self.host
+            } else if name.eq_ignore_ascii_case(b"user-agent") {
+                &mut self.user_agent
+            } else if name.eq_ignore_ascii_case(b"traceparent") {
+                &mut self.traceparent
+            } else if name.eq_ignore_ascii_case(b"tracestate") {
+                &mut self.tracestate
+            } else {
+                return;
+            };
+            // The first occurrence wins.
+            if slot.is_none() {
+                *slot = Some(bounded_string(value, MAX_HEADER_VALUE_LEN));
+            }
+        }
+    }
+}
+
+/// Content-Length may repeat (as headers or as a list) only with one and the same value.
+fn merge_content_length(current: ContentLength, value: &[u8]) -> ContentLength {
+    let mut merged = current;
+    for item in value.split(|&b| b == b',').map(trim) {
+        let parsed = parse_decimal(item);
+        merged = match (merged, parsed) {
+            (ContentLength::Invalid, _) | (_, None) => ContentLength::Invalid,
+            (ContentLength::Absent, Some(n)) => ContentLength::Valid(n),
+            (ContentLength::Valid(m), Some(n)) if m == n => ContentLength::Valid(n),
+            (ContentLength::Valid(_), Some(_)) => ContentLength::Invalid,
+        };
+    }
+    merged
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+struct RequestLine<'a> {
+    method: &'a [u8],
+    target: &'a [u8],
+    version: &'static str,
+}
+
+fn request_start(line: RequestLine<'_>) -> StartLine {
+    StartLine::Request {
+        method: bounded_string(line.method, MAX_METHOD_LEN),
+        target: bounded_string(line.target, MAX_TARGET_LEN),
+        version: line.version,
+    }
+}
+
+/// `METHOD SP request-target SP HTTP/1.x`
+fn parse_request_line(line: &[u8]) -> Option<RequestLine<'_>> {
+    let (method, rest) = split_method(line)?;
+    let sp = rest.iter().position(|&b| b == b' ')?;
+    let target = &rest[..sp];
+    if target.is_empty() || !target.iter().all(|&b| is_target_byte(b)) {
+        return None;
+    }
+    let version = parse_version(&rest[sp + 1..])?;
+    Some(RequestLine { method, target, version })
+}
+
+/// A request line cut short by the capture: method and space, then as much target as there is.
+fn parse_cut_request_line(line: &[u8]) -> Option<RequestLine<'_>> {
+    let (method, rest) = split_method(line)?;
+    let target_len = rest.iter().position(|&b| !is_target_byte(b)).unwrap_or(rest.len());
+    let (target, after) = rest.split_at(target_len);
+    let version = after.strip_prefix(b" ").and_then(parse_version).unwrap_or("");
+    Some(RequestLine { method, target, version })
+}
+
+fn split_method(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let sp = line.iter().take(MAX_METHOD_LEN + 1).position(|&b| b == b' ')?;
+    let method = &line[..sp];
+    (!method.is_empty() && method.iter().all(|&b| is_method_byte(b))).then(|| (method, &line[sp + 1..]))
+}
+
+/// `HTTP/1.x SP 3DIGIT [SP reason-phrase]`; some servers leave out the reason phrase.
+fn parse_status_line(line: &[u8]) -> Option<u16> {
+    let (version, rest) = line.split_at_checked(STATUS_PREFIX.len() + 1)?;
+    parse_version(version)?;
+    let rest = rest.strip_prefix(b" ")?;
+    let (code, after) = rest.split_at_checked(3)?;
+    if !(after.is_empty() || after[0] == b' ') || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let status = code.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
+    (status >= 100).then_some(status)
+}
+
+fn parse_version(bytes: &[u8]) -> Option<&'static str> {
+    match bytes {
+        b"HTTP/1.1" => Some("1.1"),
+        b"HTTP/1.0" => Some("1.0"),
+        _ => None,
+    }
+}
+
+/// Method tokens as seen in practice: upper-case letters, `-` and `_`.
+fn is_method_byte(b: u8) -> bool {
+    b.is_ascii_uppercase() || b == b'-' || b == b'_'
+}
+
+/// Visible characters (and bytes beyond ASCII, which some clients send unencoded).
+fn is_target_byte(b: u8) -> bool {
+    b > b' ' && b != 0x7f
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    bytes.trim_ascii()
+}
+
+/// Lossy UTF-8 of at most `max` bytes, cut at a character boundary.
+pub(super) fn bounded_string(bytes: &[u8], max: usize) -> String {
+    let mut s = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned();
+    if s.len() > max {
+        // Replacement characters take three bytes for one invalid byte.
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}

@@ -1,0 +1,227 @@
+//! `periscope run`: wire capture → protocols → spans → export, until SIGINT or SIGTERM.
+
+use std::{
+    io::Write as _,
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::anyhow;
+use serde::Serialize;
+
+use crate::{
+    capture::{
+        events::{KernelEvent, decode},
+        probes::{KernelCounts, ProbeOptions, Probes},
+        processes::ProcessSelector,
+        self_traffic::SelfTraffic,
+        streams::{Connections, Finished, StreamStats},
+    },
+    config::{OutputFormat, RunConfig},
+    export::{
+        SpanExporter,
+        otlp::{OtlpExporter, OtlpSettings},
+        pipeline::{ExportPipeline, ExportStatsSnapshot, PipelineOptions},
+        terminal::{TerminalExporter, TerminalFormat},
+    },
+    spans::{SpanFactory, SpanOptions, clock::monotonic_now_ns, http::HttpOptions},
+};
+
+/// Bound on concurrently tracked connections (each holds a decoder).
+const MAX_CONNECTIONS: usize = 65536;
+/// How long a trace may stay quiet before the terminal view prints it.
+const TREE_QUIET_PERIOD: Duration = Duration::from_millis(1500);
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Serialize)]
+struct SpanCounts {
+    created: u64,
+    dropped_self_traffic: u64,
+}
+
+#[derive(Serialize)]
+struct Stats {
+    kernel: KernelCounts,
+    streams: StreamStats,
+    spans: SpanCounts,
+    export: ExportStatsSnapshot,
+}
+
+pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
+    let agent_tgid = std::process::id();
+    let otlp = OtlpSettings::resolve(&cfg.otlp, &|k| std::env::var(k).ok()).map_err(|e| anyhow!(e))?;
+    let (exporter, export_timeout, target): (Box<dyn SpanExporter>, Duration, String) = match &otlp
+    {
+        Some(settings) => (
+            Box::new(OtlpExporter::new(settings)?),
+            settings.timeout,
+            format!("OTLP {} {}", settings.protocol.as_str(), settings.url),
+        ),
+        None => {
+            let format = match cfg.output {
+                OutputFormat::Tree => TerminalFormat::Tree,
+                OutputFormat::Json => TerminalFormat::Json,
+            };
+            let out = Box::new(std::io::stdout());
+            (
+                Box::new(TerminalExporter::new(format, out, TREE_QUIET_PERIOD)),
+                Duration::from_secs(5),
+                "the terminal (set OTEL_EXPORTER_OTLP_ENDPOINT to export)".to_owned(),
+            )
+        }
+    };
+    let pipeline = ExportPipeline::start(
+        exporter,
+        PipelineOptions {
+            queue_capacity: cfg.queue_size,
+            max_batch: 512,
+            batch_interval: Duration::from_millis(500),
+            export_timeout,
+        },
+    );
+
+    let filtering = cfg.selection.is_filtering();
+    let mut probes = Probes::load(&ProbeOptions {
+        agent_tgid,
+        filter_pids: filtering,
+        capture_bytes: cfg.capture_bytes,
+        ring_buffer_bytes: cfg.ring_buffer_bytes,
+        exe_names: cfg.selection.exes.clone(),
+    })?;
+    for missing in &probes.missing_optional {
+        log::warn!("tracepoint {missing} unavailable: degraded mode");
+    }
+    let mut ring = probes.take_events()?;
+    let counters = probes.take_counters()?;
+    let table = if filtering {
+        Some(probes.take_traced_pids()?)
+    } else {
+        None
+    };
+    let mut selector = ProcessSelector::new(cfg.selection.clone(), agent_tgid, table);
+    selector.rescan();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+
+    let scope = if filtering {
+        format!("{} selected process(es)", selector.traced_count())
+    } else {
+        "every process".to_owned()
+    };
+    eprintln!("periscope: tracing {scope}; spans go to {target}");
+
+    let mut connections = Connections::new(MAX_CONNECTIONS);
+    let mut factory = SpanFactory::new(SpanOptions {
+        http: HttpOptions {
+            keep_query_strings: cfg.keep_query_strings,
+        },
+    });
+    let mut self_traffic = SelfTraffic::new(agent_tgid);
+    let mut finished: Vec<Finished> = Vec::new();
+    let mut last_housekeeping = Instant::now();
+    let ring_fd = ring.as_raw_fd();
+
+    while !stop.load(Ordering::Relaxed) {
+        wait_readable(ring_fd, 200);
+        while let Some(record) = ring.next() {
+            match decode(&record) {
+                Some(KernelEvent::Data(ev)) => {
+                    // Read the process's identity while it is alive: a short-lived client may
+                    // be gone by the time its span is built.
+                    factory.note_process(ev.tgid);
+                    connections.on_data(&ev, &mut finished);
+                }
+                Some(KernelEvent::Close {
+                    tgid, sock, at_ns, ..
+                }) => connections.on_close(tgid, sock, at_ns, &mut finished),
+                Some(KernelEvent::Exec { tgid }) => {
+                    factory.forget_process(tgid);
+                    selector.on_exec(tgid);
+                }
+                Some(KernelEvent::Exit { tgid, at_ns }) => {
+                    connections.on_process_exit(tgid, at_ns, &mut finished);
+                    submit(&mut finished, &mut factory, &mut self_traffic, &pipeline);
+                    factory.forget_process(tgid);
+                    selector.on_exit(tgid);
+                }
+                None => {}
+            }
+            if finished.len() >= 256 {
+                submit(&mut finished, &mut factory, &mut self_traffic, &pipeline);
+            }
+        }
+        submit(&mut finished, &mut factory, &mut self_traffic, &pipeline);
+        if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
+            last_housekeeping = Instant::now();
+            selector.rescan();
+            connections.evict_idle(monotonic_now_ns(), &mut finished);
+            self_traffic.refresh();
+        }
+    }
+
+    connections.close_all(monotonic_now_ns(), &mut finished);
+    submit(&mut finished, &mut factory, &mut self_traffic, &pipeline);
+    let export_stats = pipeline.stats();
+    pipeline.shutdown(SHUTDOWN_TIMEOUT);
+    let stats = Stats {
+        kernel: counters.read(),
+        streams: connections.stats(),
+        spans: SpanCounts {
+            created: factory.created,
+            dropped_self_traffic: self_traffic.dropped,
+        },
+        export: export_stats.snapshot(),
+    };
+    // Detach every probe before reporting.
+    drop(ring);
+    drop(probes);
+    let json = serde_json::to_string_pretty(&stats)?;
+    if let Some(path) = &cfg.stats_file {
+        std::fs::write(path, &json)?;
+    }
+    let lost = stats.kernel.lost_events()
+        + stats.export.dropped_queue_full
+        + stats.export.dropped_export_failed;
+    let _ = writeln!(
+        std::io::stderr(),
+        "periscope: stopped; {} spans created, {} exported, {} events or spans lost",
+        stats.spans.created,
+        stats.export.exported,
+        lost
+    );
+    Ok(())
+}
+
+/// Turn finished exchanges into spans and queue them; never blocks.
+fn submit(
+    finished: &mut Vec<Finished>,
+    factory: &mut SpanFactory,
+    self_traffic: &mut SelfTraffic,
+    pipeline: &ExportPipeline,
+) {
+    for (meta, exchange) in finished.drain(..) {
+        if self_traffic.is_agent_peer(&meta.tuple) {
+            continue;
+        }
+        pipeline.submit(factory.build(&meta, &exchange));
+    }
+}
+
+/// Sleep until the ring buffer has data or `timeout_ms` passes.
+fn wait_readable(fd: i32, timeout_ms: i32) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own; EINTR (a signal) simply returns early.
+    unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+}

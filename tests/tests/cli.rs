@@ -1,0 +1,66 @@
+//! The agent refuses bad input with a message naming it, before touching the kernel.
+
+mod common;
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(common::agent_binary())
+        .args(args)
+        .output()
+        .expect("agent binary built (cargo build -p periscope)");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bad_flags_are_named() {
+    if !common::agent_binary().exists() {
+        eprintln!("SKIPPED: agent binary not built");
+        return;
+    }
+    let (ok, err) = run(&["run", "--capture-bytes", "0"]);
+    assert!(!ok);
+    assert!(err.contains("--capture-bytes"), "{err}");
+    let (ok, err) = run(&["run", "--otlp-protocol", "http/json"]);
+    assert!(!ok);
+    assert!(err.contains("--otlp-protocol") && err.contains("http/json"), "{err}");
+    let (ok, err) = run(&["run", "--port", "0"]);
+    assert!(!ok);
+    assert!(err.contains("--port"), "{err}");
+    let (ok, err) = run(&["run", "--no-such-flag"]);
+    assert!(!ok);
+    assert!(err.contains("--no-such-flag"), "{err}");
+}
+
+#[test]
+fn bad_config_file_names_the_line() {
+    if !common::agent_binary().exists() {
+        eprintln!("SKIPPED: agent binary not built");
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("periscope-bad-{}.toml", std::process::id()));
+    std::fs::write(&path, "exe = [\"nginx\"]\nring_buffer_mib = 0\n").unwrap();
+    let (ok, err) = run(&["run", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("line 2") && err.contains("ring_buffer_mib"), "{err}");
+    let (ok, err) = run(&["run", "--config", "/nonexistent/periscope.toml"]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/periscope.toml"), "{err}");
+}
+
+#[test]
+fn bad_otlp_environment_is_named() {
+    if !common::agent_binary().exists() {
+        eprintln!("SKIPPED: agent binary not built");
+        return;
+    }
+    let out = Command::new(common::agent_binary())
+        .args(["run"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{err}");
+}

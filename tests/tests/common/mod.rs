@@ -1,0 +1,230 @@
+//! Harness for the privileged end-to-end tests: the real agent binary, real programs, and the
+//! real OTLP receiver from this crate's library.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Mutex, MutexGuard, mpsc},
+    time::{Duration, Instant},
+};
+
+/// One agent at a time: each loads kernel programs and the machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn agent_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("PERISCOPE_BIN") {
+        return PathBuf::from(path);
+    }
+    workspace_root().join("target/debug/periscope")
+}
+
+pub fn workload(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workloads").join(name)
+}
+
+/// Why these tests cannot run here, if they cannot: not root, no agent binary, or a kernel
+/// without what capture needs (`periscope check` says which).
+pub fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root to load eBPF programs".into());
+    }
+    let bin = agent_binary();
+    if !bin.exists() {
+        return Some(format!(
+            "agent binary {} missing: run `cargo build -p periscope` (cargo xtask test does)",
+            bin.display()
+        ));
+    }
+    let out = Command::new(&bin).arg("check").output().ok()?;
+    if !out.status.success() {
+        return Some(format!(
+            "kernel lacks what capture needs:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        ));
+    }
+    None
+}
+
+macro_rules! require_capture {
+    () => {
+        if let Some(reason) = common::skip_reason() {
+            eprintln!("SKIPPED {}: {reason}", module_path!());
+            return;
+        }
+    };
+}
+pub(crate) use require_capture;
+
+/// The agent under test. Stopped with SIGINT (and checked to exit 0) by `stop`.
+pub struct Agent {
+    child: Option<Child>,
+    stderr: mpsc::Receiver<String>,
+    pub stderr_log: Vec<String>,
+}
+
+impl Agent {
+    /// Start `periscope run ARGS` with extra environment, and wait until its probes are attached.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let mut cmd = Command::new(agent_binary());
+        cmd.arg("run").args(args);
+        for key in [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ] {
+            cmd.env_remove(key);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start agent");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut agent = Agent {
+            child: Some(child),
+            stderr: rx,
+            stderr_log: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match agent.stderr.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let ready = line.starts_with("periscope: tracing");
+                    agent.stderr_log.push(line);
+                    if ready {
+                        break;
+                    }
+                }
+                Err(_) if Instant::now() > deadline => {
+                    panic!("agent not ready in 30 s: {:?}", agent.stderr_log)
+                }
+                Err(_) => {
+                    if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
+                        panic!("agent exited early ({status}): {:?}", agent.stderr_log);
+                    }
+                }
+            }
+        }
+        agent
+    }
+
+    /// SIGINT, wait for a clean exit, and return (stdout, stderr).
+    pub fn stop(mut self) -> (String, String) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "agent did not stop within 30 s of SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stdout = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            use std::io::Read;
+            let _ = out.read_to_string(&mut stdout);
+        }
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
+            self.stderr_log.push(line);
+        }
+        let stderr = self.stderr_log.join("\n");
+        assert!(status.success(), "agent exited with {status}; stderr:\n{stderr}");
+        (stdout, stderr)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A background program killed when dropped.
+pub struct Program(Child);
+
+impl Program {
+    pub fn spawn(cmd: &mut Command) -> Program {
+        Program(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")),
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port} after 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Run curl with these arguments; returns its stdout.
+pub fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed (cargo xtask setup installs it)");
+    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,276 @@
+//! End to end: unmodified HTTP/1 servers and clients, the real agent, a real OTLP receiver.
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use common::{Agent, Program, curl, free_port, require_capture, serial, wait_for_port, workload};
+use periscope_tests::{OtlpReceiver, ReceivedSpan, Transport};
+
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const PARENT_ID: &str = "b7ad6b7169203331";
+
+fn find<'a>(spans: &'a [ReceivedSpan], kind: &str, name: &str) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.kind_name() == kind && s.span.name == name)
+        .collect()
+}
+
+fn one<'a>(spans: &'a [ReceivedSpan], kind: &str, name: &str) -> &'a ReceivedSpan {
+    let found = find(spans, kind, name);
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {kind} span `{name}`, got {}; all spans: {:#?}",
+        found.len(),
+        spans.iter().map(|s| (s.kind_name(), &s.span.name)).collect::<Vec<_>>()
+    );
+    found[0]
+}
+
+/// The python stdlib service and curl, traced by executable name, exported over `transport`.
+fn python_service_and_curl(transport: Transport) {
+    let _serial = serial();
+    let receiver = OtlpReceiver::start(transport).expect("receiver");
+    let port = free_port();
+    let _server = Program::spawn(
+        Command::new("python3")
+            .arg(workload("shop.py"))
+            .arg(port.to_string()),
+    );
+    wait_for_port(port);
+    let endpoint = receiver.endpoint();
+    let agent = Agent::start(
+        &["--exe", "shop.py", "--exe", "curl"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", receiver.protocol()),
+        ],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    // Two requests on one keep-alive connection.
+    curl(&[
+        "-o",
+        "/dev/null",
+        &format!("{base}/items/42?token=secret"),
+        "-o",
+        "/dev/null",
+        &format!("{base}/items/43"),
+    ]);
+    curl(&["-o", "/dev/null", &format!("{base}/missing")]);
+    curl(&["-o", "/dev/null", &format!("{base}/fail")]);
+    curl(&[
+        "-H",
+        &format!("traceparent: 00-{TRACE_ID}-{PARENT_ID}-01"),
+        &format!("{base}/slow?ms=300"),
+    ]);
+    curl(&["-d", "hello=world", &format!("{base}/orders")]);
+
+    let spans = receiver.wait_for(Duration::from_secs(20), |spans| {
+        spans.iter().filter(|s| s.kind_name() == "server").count() >= 6
+            && spans.iter().filter(|s| s.kind_name() == "client").count() >= 6
+    });
+    agent.stop();
+
+    // Server side, as python saw it.
+    let item = one(&spans, "server", "GET /items/42");
+    assert_eq!(item.service_name, "shop");
+    assert_eq!(item.resource.get("process.executable.name").map(String::as_str), Some("python3"));
+    assert!(item.resource.contains_key("host.name"));
+    assert!(item.resource.contains_key("process.pid"));
+    assert_eq!(item.attr("http.request.method").as_deref(), Some("GET"));
+    assert_eq!(item.attr("url.path").as_deref(), Some("/items/42"));
+    assert_eq!(item.attr("url.query").as_deref(), Some("token=REDACTED"));
+    assert_eq!(item.attr("url.scheme").as_deref(), Some("http"));
+    assert_eq!(item.int_attr("http.response.status_code"), Some(200));
+    assert_eq!(item.attr("server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(item.int_attr("server.port"), Some(port as i64));
+    assert_eq!(item.attr("client.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(item.attr("network.peer.address").as_deref(), Some("127.0.0.1"));
+    assert!(item.attr("user_agent.original").unwrap_or_default().starts_with("curl/"));
+    assert!(!item.is_error());
+    one(&spans, "server", "GET /items/43");
+
+    let missing = one(&spans, "server", "GET /missing");
+    assert_eq!(missing.int_attr("http.response.status_code"), Some(404));
+    assert!(!missing.is_error(), "a 404 is not a server error");
+    let fail = one(&spans, "server", "GET /fail");
+    assert_eq!(fail.int_attr("http.response.status_code"), Some(500));
+    assert!(fail.is_error());
+    assert_eq!(fail.attr("error.type").as_deref(), Some("500"));
+
+    let slow = one(&spans, "server", "GET /slow");
+    assert_eq!(slow.trace_id_hex(), TRACE_ID, "incoming traceparent continues the trace");
+    assert_eq!(slow.parent_span_id_hex(), PARENT_ID);
+    assert!(
+        slow.duration() >= Duration::from_millis(300) && slow.duration() < Duration::from_secs(5),
+        "server span lasts the 300 ms sleep: {:?}",
+        slow.duration()
+    );
+    let post = one(&spans, "server", "POST /orders");
+    assert_eq!(post.int_attr("http.response.status_code"), Some(201));
+
+    // Client side, as curl saw it.
+    let client = one(&spans, "client", "GET /items/42");
+    assert_eq!(client.service_name, "curl");
+    assert_eq!(
+        client.attr("url.full").as_deref(),
+        Some(format!("http://127.0.0.1:{port}/items/42?token=REDACTED").as_str())
+    );
+    assert_eq!(client.int_attr("server.port"), Some(port as i64));
+    let client_missing = one(&spans, "client", "GET /missing");
+    assert!(client_missing.is_error(), "a 404 is an error for the client");
+    let client_slow = one(&spans, "client", "GET /slow");
+    assert!(client_slow.duration() >= slow.duration());
+    for s in &spans {
+        assert!(s.duration() < Duration::from_secs(10), "{} lasts {:?}", s.span.name, s.duration());
+    }
+}
+
+#[test]
+fn python_http_server_and_curl_over_otlp_grpc() {
+    require_capture!();
+    python_service_and_curl(Transport::Grpc);
+}
+
+#[test]
+fn python_http_server_and_curl_over_otlp_http() {
+    require_capture!();
+    python_service_and_curl(Transport::HttpProtobuf);
+}
+
+/// nginx with a generated config, prefork (master + worker), selected by name.
+#[test]
+fn nginx_static_files_and_errors() {
+    require_capture!();
+    let _serial = serial();
+    let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
+    let port = free_port();
+    let dir = tempdir("nginx");
+    std::fs::write(dir.join("index.html"), "<h1>hello</h1>\n").unwrap();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process on; worker_processes 1; pid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+               fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen 127.0.0.1:{port}; root {d};\n\
+                 location = /health {{ return 200 \"ok\\n\"; }}\n\
+                 location = /broken {{ return 502; }} }} }}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let nginx = which_nginx();
+    let agent = Agent::start(
+        &["--exe", "nginx", "--otlp-endpoint", &receiver.endpoint(), "--otlp-protocol", "grpc"],
+        &[],
+    );
+    // Started after the agent: picked up at exec.
+    let _server = Program::spawn(Command::new(&nginx).args(["-c", conf.to_str().unwrap()]));
+    wait_for_port(port);
+    let base = format!("http://127.0.0.1:{port}");
+    curl(&["-o", "/dev/null", &format!("{base}/index.html"), "-o", "/dev/null", &format!("{base}/health")]);
+    curl(&["-o", "/dev/null", &format!("{base}/nope.html")]);
+    curl(&["-o", "/dev/null", &format!("{base}/broken")]);
+    curl(&["-I", &format!("{base}/index.html")]);
+
+    let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 5);
+    agent.stop();
+    for s in &spans {
+        assert_eq!(s.service_name, "nginx");
+        assert_eq!(s.kind_name(), "server");
+    }
+    let index = one(&spans, "server", "GET /index.html");
+    assert_eq!(index.int_attr("http.response.status_code"), Some(200));
+    assert_eq!(index.int_attr("server.port"), Some(port as i64));
+    assert_eq!(one(&spans, "server", "GET /health").int_attr("http.response.status_code"), Some(200));
+    assert_eq!(one(&spans, "server", "GET /nope.html").int_attr("http.response.status_code"), Some(404));
+    let broken = one(&spans, "server", "GET /broken");
+    assert_eq!(broken.int_attr("http.response.status_code"), Some(502));
+    assert!(broken.is_error());
+    assert_eq!(one(&spans, "server", "HEAD /index.html").int_attr("http.response.status_code"), Some(200));
+}
+
+/// Every process traced, exporting over HTTP to a receiver in this very process: the receiver's
+/// side of the agent's export connection must never become a span.
+#[test]
+fn export_traffic_is_never_traced() {
+    require_capture!();
+    let _serial = serial();
+    let receiver = OtlpReceiver::start(Transport::HttpProtobuf).expect("receiver");
+    let port = free_port();
+    let _server = Program::spawn(
+        Command::new("python3")
+            .arg(workload("shop.py"))
+            .arg(port.to_string()),
+    );
+    wait_for_port(port);
+    let endpoint = receiver.endpoint();
+    let agent = Agent::start(
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+    );
+    for i in 0..5 {
+        curl(&["-o", "/dev/null", &format!("http://127.0.0.1:{port}/items/{i}")]);
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let spans = receiver.wait_for(Duration::from_secs(20), |s| {
+        s.iter().filter(|s| s.span.name == "GET /items/4").count() >= 2
+    });
+    agent.stop();
+    assert!(!find(&spans, "server", "GET /items/4").is_empty(), "workload traced");
+    let export_spans: Vec<_> = spans
+        .iter()
+        .filter(|s| s.attr("url.path").as_deref() == Some("/v1/traces"))
+        .map(|s| (s.service_name.clone(), s.kind_name(), s.span.name.clone()))
+        .collect();
+    assert!(export_spans.is_empty(), "export traffic was traced: {export_spans:?}");
+}
+
+/// No endpoint configured: finished traces are printed as trees.
+#[test]
+fn terminal_tree_without_backend() {
+    require_capture!();
+    let _serial = serial();
+    let port = free_port();
+    let _server = Program::spawn(
+        Command::new("python3")
+            .arg(workload("shop.py"))
+            .arg(port.to_string()),
+    );
+    wait_for_port(port);
+    let agent = Agent::start(&["--exe", "shop.py"], &[]);
+    curl(&["-o", "/dev/null", &format!("http://127.0.0.1:{port}/slow?ms=50")]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (stdout, _) = agent.stop();
+    assert!(stdout.contains("[trace "), "no tree header in:\n{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("GET /slow"))
+        .unwrap_or_else(|| panic!("no GET /slow line in:\n{stdout}"));
+    assert!(line.contains("shop") && line.contains("ms"), "{line}");
+}
+
+fn which_nginx() -> String {
+    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if std::path::Path::new(candidate).exists() {
+            return candidate.to_owned();
+        }
+    }
+    panic!("nginx is not installed: run `cargo xtask setup`");
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("periscope-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

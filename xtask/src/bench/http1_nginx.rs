@@ -1,0 +1,449 @@
+//! Scenario `http1-nginx`: nginx saturated by wrk over loopback, untraced and traced by the
+//! agent exporting to a real OTLP (gRPC) receiver, rounds interleaved.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+
+use super::agent::{self, Agent, Stats};
+use super::nginx::{self, Nginx};
+use super::receiver::Receiver;
+use super::wrk::{self, WrkResult, fmt_us};
+use super::{BenchArgs, TempDir, median, results_dir, write_json};
+use crate::util;
+
+const NAME: &str = "http1-nginx";
+/// The traced throughput must stay at or above this share of the untraced one.
+const MIN_THROUGHPUT_RATIO: f64 = 0.85;
+const PATHS: [&str; 2] = [nginx::RETURN_PATH, nginx::STATIC_PATH];
+
+struct Round {
+    pair: u32,
+    wrk: Vec<(&'static str, WrkResult)>,
+    /// Present for traced rounds.
+    agent: Option<AgentRound>,
+}
+
+struct AgentRound {
+    cpu_percent: f64,
+    peak_rss: u64,
+    spans: u64,
+    stats: Stats,
+    stats_raw: Value,
+    exit: String,
+    log: PathBuf,
+}
+
+impl Round {
+    fn requests(&self) -> u64 {
+        self.wrk.iter().map(|(_, w)| w.requests).sum()
+    }
+
+    /// Every request became a span or its loss was counted.
+    fn accounted(&self) -> Option<bool> {
+        let a = self.agent.as_ref()?;
+        Some(a.spans + a.stats.counted_losses() >= self.requests())
+    }
+
+    fn rps(&self, path: &str) -> Option<f64> {
+        self.wrk
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, w)| w.requests_per_sec)
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let traced = !args.baseline_only;
+    let duration = Duration::from_secs(args.duration);
+    let out_dir = results_dir()?;
+
+    let (bin, receiver) = if traced {
+        let bin = match &args.agent_bin {
+            Some(bin) => std::path::absolute(bin)?,
+            None => {
+                util::run(util::cargo().args(["build", "--release", "-p", "periscope"]))?;
+                util::target_dir().join("release/periscope")
+            }
+        };
+        let receiver = Receiver::start_grpc().context("starting the OTLP receiver")?;
+        (Some(bin), Some(receiver))
+    } else {
+        (None, None)
+    };
+    let stats_dir = TempDir::new("periscope-bench-stats")?;
+
+    println!(
+        "\nbench {NAME}: {} pair(s) of rounds, wrk -t{} -c{} -d{}s --latency on {}",
+        args.rounds,
+        wrk::THREADS,
+        wrk::CONNECTIONS,
+        args.duration,
+        PATHS.join(" and ")
+    );
+    if let (Some(bin), Some(rx)) = (&bin, &receiver) {
+        println!(
+            "traced rounds: {} run --exe nginx --otlp-endpoint {} --otlp-protocol grpc",
+            bin.display(),
+            rx.endpoint()
+        );
+    } else {
+        println!("traced rounds: skipped (--baseline-only)");
+    }
+
+    let mut rounds: Vec<Round> = Vec::new();
+    for pair in 1..=args.rounds {
+        let round = untraced_round(pair, duration)?;
+        print_round(&round);
+        rounds.push(round);
+        if let (Some(bin), Some(rx)) = (&bin, &receiver) {
+            let log = out_dir.join(format!("{NAME}-agent-round{pair}.log"));
+            let stats_file = stats_dir.path().join(format!("stats-{pair}.json"));
+            let round = traced_round(pair, duration, bin, rx, &stats_file, &log)?;
+            print_round(&round);
+            rounds.push(round);
+        }
+    }
+
+    let summary = summarize(args, &rounds);
+    let path = write_json(NAME, &summary)?;
+    println!("results: {}", path.display());
+    Ok(())
+}
+
+fn untraced_round(pair: u32, duration: Duration) -> Result<Round> {
+    let mut nginx = Nginx::start()?;
+    let wrk = load(&nginx, duration)?;
+    nginx.stop();
+    Ok(Round {
+        pair,
+        wrk,
+        agent: None,
+    })
+}
+
+fn traced_round(
+    pair: u32,
+    duration: Duration,
+    bin: &Path,
+    receiver: &Receiver,
+    stats_file: &Path,
+    log: &Path,
+) -> Result<Round> {
+    // nginx runs before the agent starts: the agent attaches to a running server.
+    let mut nginx = Nginx::start()?;
+    let _ = std::fs::remove_file(stats_file);
+    let agent_args: Vec<String> = vec![
+        "run".into(),
+        "--exe".into(),
+        "nginx".into(),
+        "--otlp-endpoint".into(),
+        receiver.endpoint(),
+        "--otlp-protocol".into(),
+        "grpc".into(),
+        "--stats-file".into(),
+        stats_file.display().to_string(),
+    ];
+    let agent = Agent::start(bin, &agent_args, log)?;
+    let pid = agent.pid();
+    let spans_before = receiver.span_count();
+
+    let cpu_before = agent::cpu_time(pid)?;
+    let started = Instant::now();
+    let wrk = load(&nginx, duration)?;
+    let elapsed = started.elapsed();
+    let cpu_after = agent::cpu_time(pid)?;
+    let peak_rss = agent::peak_rss(pid)?;
+
+    let exit = agent.stop()?;
+    nginx.stop();
+    let spans = settle(receiver).saturating_sub(spans_before);
+    let (stats, stats_raw) = match Stats::read(stats_file) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("  warning: no agent stats ({e:#}); loss counters read as 0");
+            (Stats::default(), Value::Null)
+        }
+    };
+    let cpu_percent =
+        (cpu_after.saturating_sub(cpu_before)).as_secs_f64() / elapsed.as_secs_f64() * 100.0;
+    Ok(Round {
+        pair,
+        wrk,
+        agent: Some(AgentRound {
+            cpu_percent,
+            peak_rss,
+            spans,
+            stats,
+            stats_raw,
+            exit: exit.to_string(),
+            log: log.to_path_buf(),
+        }),
+    })
+}
+
+/// Runs wrk against each path in turn.
+fn load(nginx: &Nginx, duration: Duration) -> Result<Vec<(&'static str, WrkResult)>> {
+    PATHS
+        .iter()
+        .map(|path| Ok((*path, wrk::run(&nginx.url(path), duration)?)))
+        .collect()
+}
+
+/// Waits until the receiver's span count stops moving (the agent flushed before exiting, but
+/// the last export may still be in the receiver's hands). Returns the final count.
+fn settle(receiver: &Receiver) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = receiver.span_count();
+    let mut stable_since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = receiver.span_count();
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() >= Duration::from_millis(500) {
+            break;
+        }
+    }
+    last
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64 * 100.0
+    }
+}
+
+fn print_round(round: &Round) {
+    let mode = if round.agent.is_some() {
+        "traced"
+    } else {
+        "untraced"
+    };
+    println!("\nround {} {mode}", round.pair);
+    println!(
+        "  {:<14} {:>11} {:>11} {:>9} {:>9} {:>7}",
+        "path", "req/s", "requests", "p50", "p99", "errors"
+    );
+    for (path, w) in &round.wrk {
+        println!(
+            "  {:<14} {:>11.0} {:>11} {:>9} {:>9} {:>7}",
+            path,
+            w.requests_per_sec,
+            w.requests,
+            fmt_us(w.p50_us),
+            fmt_us(w.p99_us),
+            w.non_2xx + w.socket_errors
+        );
+    }
+    if let Some(a) = &round.agent {
+        let requests = round.requests();
+        println!(
+            "  agent: CPU {:.1}% of one core, peak RSS {:.1} MiB, exit {}",
+            a.cpu_percent,
+            mib(a.peak_rss),
+            a.exit
+        );
+        println!(
+            "  spans: {} received for {} requests ({:.2}%); agent created {}, exported {}",
+            a.spans,
+            requests,
+            percent(a.spans, requests),
+            a.stats.spans_created,
+            a.stats.export_exported
+        );
+        println!(
+            "  lost (counted): {}; truncated payloads {}, iovecs {}; log {}",
+            a.stats.loss_breakdown(),
+            a.stats.payload_truncated,
+            a.stats.iovecs_truncated,
+            a.log.display()
+        );
+    }
+}
+
+fn round_json(round: &Round) -> Value {
+    let wrk: Vec<Value> = round
+        .wrk
+        .iter()
+        .map(|(path, w)| {
+            let mut v = w.to_json();
+            v["path"] = json!(path);
+            v
+        })
+        .collect();
+    let mut v = json!({
+        "pair": round.pair,
+        "traced": round.agent.is_some(),
+        "requests": round.requests(),
+        "wrk": wrk,
+    });
+    if let Some(a) = &round.agent {
+        v["agent"] = json!({
+            "cpu_percent_of_one_core": a.cpu_percent,
+            "peak_rss_bytes": a.peak_rss,
+            "spans_received": a.spans,
+            "span_coverage_percent": percent(a.spans, round.requests()),
+            "counted_losses": a.stats.counted_losses(),
+            "accounted": round.accounted(),
+            "exit": a.exit,
+            "stats": a.stats_raw,
+        });
+    }
+    v
+}
+
+/// Prints the summary, with the goals, and returns it as JSON.
+fn summarize(args: &BenchArgs, rounds: &[Round]) -> Value {
+    let untraced: Vec<&Round> = rounds.iter().filter(|r| r.agent.is_none()).collect();
+    let traced: Vec<&Round> = rounds.iter().filter(|r| r.agent.is_some()).collect();
+
+    println!(
+        "\nsummary {NAME} ({} pair(s), {} s each, wrk -t{} -c{})",
+        args.rounds,
+        args.duration,
+        wrk::THREADS,
+        wrk::CONNECTIONS
+    );
+    let mut paths_json = Vec::new();
+    let mut lowest_ratio: Option<f64> = None;
+    for path in PATHS {
+        let base: Vec<f64> = untraced.iter().filter_map(|r| r.rps(path)).collect();
+        let with: Vec<f64> = traced.iter().filter_map(|r| r.rps(path)).collect();
+        // Ratio per pair (the traced round against the untraced round just before it).
+        let ratios: Vec<f64> = traced
+            .iter()
+            .filter_map(|t| {
+                let u = untraced.iter().find(|u| u.pair == t.pair)?;
+                Some(t.rps(path)? / u.rps(path)?)
+            })
+            .collect();
+        let ratio = median(&ratios);
+        if let Some(r) = ratio {
+            lowest_ratio = Some(lowest_ratio.map_or(r, |l: f64| l.min(r)));
+        }
+        let lat = |rs: &[&Round], pick: fn(&WrkResult) -> Option<f64>| {
+            let v: Vec<f64> = rs
+                .iter()
+                .filter_map(|r| r.wrk.iter().find(|(p, _)| *p == path))
+                .filter_map(|(_, w)| pick(w))
+                .collect();
+            median(&v)
+        };
+        let (u50, u99) = (lat(&untraced, |w| w.p50_us), lat(&untraced, |w| w.p99_us));
+        let (t50, t99) = (lat(&traced, |w| w.p50_us), lat(&traced, |w| w.p99_us));
+        let fmt_rps = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+        println!(
+            "  {path:<14} req/s untraced {} traced {}  ratio {}{}",
+            fmt_rps(median(&base)),
+            fmt_rps(median(&with)),
+            ratio.map_or("-".into(), |r| format!("{r:.3}")),
+            if ratios.len() > 1 {
+                format!(
+                    " (pairs: {})",
+                    ratios
+                        .iter()
+                        .map(|r| format!("{r:.3}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "  {:<14} p50 {} -> {}, p99 {} -> {}",
+            "",
+            fmt_us(u50),
+            fmt_us(t50),
+            fmt_us(u99),
+            fmt_us(t99)
+        );
+        paths_json.push(json!({
+            "path": path,
+            "untraced_rps_median": median(&base),
+            "traced_rps_median": median(&with),
+            "throughput_ratio_median": ratio,
+            "throughput_ratios": ratios,
+            "untraced_p50_us": u50, "untraced_p99_us": u99,
+            "traced_p50_us": t50, "traced_p99_us": t99,
+        }));
+    }
+
+    let mut summary = json!({
+        "scenario": NAME,
+        "pairs": args.rounds,
+        "duration_s": args.duration,
+        "wrk": {"threads": wrk::THREADS, "connections": wrk::CONNECTIONS},
+        "baseline_only": args.baseline_only,
+        "paths": paths_json,
+        "rounds": rounds.iter().map(round_json).collect::<Vec<_>>(),
+    });
+
+    if traced.is_empty() {
+        println!("  traced rounds not run: goals not measured");
+        summary["goals"] = json!({"measured": false});
+        return summary;
+    }
+
+    let requests: u64 = traced.iter().map(|r| r.requests()).sum();
+    let agents: Vec<&AgentRound> = traced.iter().filter_map(|r| r.agent.as_ref()).collect();
+    let spans: u64 = agents.iter().map(|a| a.spans).sum();
+    let losses: u64 = agents.iter().map(|a| a.stats.counted_losses()).sum();
+    let truncated: u64 = agents.iter().map(|a| a.stats.payload_truncated).sum();
+    let cpu = median(&agents.iter().map(|a| a.cpu_percent).collect::<Vec<_>>());
+    let rss = agents.iter().map(|a| a.peak_rss).max().unwrap_or(0);
+    let coverage = percent(spans, requests);
+    println!(
+        "  spans: {spans} for {requests} requests ({coverage:.2}%); counted losses {losses}; \
+         truncated payloads {truncated}"
+    );
+    println!(
+        "  agent: CPU {} of one core (median), peak RSS {:.1} MiB (max)",
+        cpu.map_or("-".into(), |c| format!("{c:.1}%")),
+        mib(rss)
+    );
+
+    let throughput_ok = lowest_ratio.is_some_and(|r| r >= MIN_THROUGHPUT_RATIO);
+    let accounted_ok = traced.iter().all(|r| r.accounted() == Some(true));
+    let verdict = |ok: bool| if ok { "MET" } else { "MISSED" };
+    println!(
+        "  goal: throughput ratio >= {MIN_THROUGHPUT_RATIO} on every path: {} (lowest {})",
+        verdict(throughput_ok),
+        lowest_ratio.map_or("-".into(), |r| format!("{r:.3}"))
+    );
+    println!(
+        "  goal: every request spanned or its loss counted, every round: {}",
+        verdict(accounted_ok)
+    );
+    let met = throughput_ok && accounted_ok;
+    println!("bench {NAME}: goals {}", if met { "MET" } else { "MISSED" });
+
+    summary["summary"] = json!({
+        "throughput_ratio_lowest_path": lowest_ratio,
+        "requests": requests,
+        "spans_received": spans,
+        "span_coverage_percent": coverage,
+        "counted_losses": losses,
+        "payload_truncated": truncated,
+        "agent_cpu_percent_of_one_core_median": cpu,
+        "agent_peak_rss_mib_max": mib(rss),
+    });
+    summary["goals"] = json!({
+        "measured": true,
+        "min_throughput_ratio": MIN_THROUGHPUT_RATIO,
+        "throughput_ok": throughput_ok,
+        "accounted_ok": accounted_ok,
+        "met": met,
+    });
+    summary
+}
