@@ -15,8 +15,7 @@ use aya_ebpf::{
 };
 
 use crate::maps::{
-    EVENTS, INFLIGHT, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, config, count,
-    is_traced,
+    EVENTS, INFLIGHT, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, config, count, is_traced,
 };
 
 /// Syscall tracepoint argument offsets: stable ABI (8 bytes of common fields, the syscall
@@ -80,7 +79,7 @@ pub fn try_enter(
         direction: direction as u8,
         _pad: [0; 6],
     };
-    if INFLIGHT.insert(&pid_tgid, &io, 0).is_err() {
+    if INFLIGHT.insert(pid_tgid, io, 0).is_err() {
         count(Counter::InflightTableFull);
     }
     Ok(())
@@ -90,12 +89,13 @@ pub fn try_enter(
 /// acting on this socket.
 pub fn try_mark_socket(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(io) = INFLIGHT.get_ptr_mut(&pid_tgid) else {
+    let Some(io) = INFLIGHT.get_ptr_mut(pid_tgid) else {
         return Ok(());
     };
     let off = config().offsets;
     // SAFETY: offsets read from this kernel's tracefs format by userspace.
-    let protocol: u16 = unsafe { ctx.read_at(off.sock_len_protocol as usize) }.map_err(i64::from)?;
+    let protocol: u16 =
+        unsafe { ctx.read_at(off.sock_len_protocol as usize) }.map_err(i64::from)?;
     let family: u16 = unsafe { ctx.read_at(off.sock_len_family as usize) }.map_err(i64::from)?;
     if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
         return Ok(());
@@ -110,10 +110,10 @@ pub fn try_mark_socket(ctx: &TracePointContext) -> Result<(), i64> {
 pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: copied out before removal.
-    let Some(io) = (unsafe { INFLIGHT.get(&pid_tgid) }).copied() else {
+    let Some(io) = (unsafe { INFLIGHT.get(pid_tgid) }).copied() else {
         return Ok(());
     };
-    let _ = INFLIGHT.remove(&pid_tgid);
+    let _ = INFLIGHT.remove(pid_tgid);
     if io.sock == 0 {
         return Ok(());
     }
@@ -125,8 +125,8 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
 
     let fd_key = (pid_tgid & 0xffff_ffff_0000_0000) | (io.fd as u32 as u64);
     // SAFETY: presence test only.
-    if unsafe { SOCKET_FDS.get(&fd_key) }.is_none() {
-        let _ = SOCKET_FDS.insert(&fd_key, &io.sock, 0);
+    if unsafe { SOCKET_FDS.get(fd_key) }.is_none() {
+        let _ = SOCKET_FDS.insert(fd_key, io.sock, 0);
     }
 
     let Some(event) = SCRATCH.get_ptr_mut(0) else {
@@ -134,9 +134,17 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     };
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.
     let event = unsafe { &mut *event };
-    let total = if ret > u32::MAX as i64 { u32::MAX } else { ret as u32 };
+    let total = if ret > u32::MAX as i64 {
+        u32::MAX
+    } else {
+        ret as u32
+    };
     let cfg = config();
-    let mut want = if total < cfg.capture_bytes { total } else { cfg.capture_bytes };
+    let mut want = if total < cfg.capture_bytes {
+        total
+    } else {
+        cfg.capture_bytes
+    };
     if want > MAX_CAPTURE as u32 {
         want = MAX_CAPTURE as u32;
     }
@@ -150,7 +158,7 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     } else {
         0
     };
-    let tuple = match unsafe { SOCK_TUPLES.get(&io.sock) } {
+    let tuple = match unsafe { SOCK_TUPLES.get(io.sock) } {
         Some(t) => *t,
         None => ConnTuple::UNKNOWN,
     };
@@ -235,7 +243,11 @@ fn copy_iovecs(payload: &mut [u8; MAX_CAPTURE * 2], iov: u64, iovcnt: u32, want:
         }
         // SAFETY: at < MAX_CAPTURE and n ≤ MAX_CAPTURE keep the copy inside `payload`.
         let rc = unsafe {
-            bpf_probe_read_user(payload.as_mut_ptr().add(at).cast(), n as u32, base as *const _)
+            bpf_probe_read_user(
+                payload.as_mut_ptr().add(at).cast(),
+                n as u32,
+                base as *const _,
+            )
         };
         if rc != 0 {
             count(Counter::CopyFailed);

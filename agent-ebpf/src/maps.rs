@@ -89,5 +89,5 @@ pub fn is_traced(tgid: u32) -> bool {
         return true;
     }
     // SAFETY: the value is only tested for presence.
-    unsafe { TRACED_PIDS.get(&tgid).is_some() }
+    unsafe { TRACED_PIDS.get(tgid).is_some() }
 }

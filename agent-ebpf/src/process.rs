@@ -29,12 +29,12 @@ pub fn try_exec(_ctx: &TracePointContext) -> Result<(), i64> {
     if tgid == cfg.agent_tgid {
         return Ok(());
     }
-    if cfg.filter_pids != 0 {
-        if let Ok(comm) = bpf_get_current_comm() {
-            // SAFETY: presence test only.
-            if unsafe { SELECTED_COMMS.get(&comm) }.is_some() {
-                let _ = TRACED_PIDS.insert(&tgid, &1, 0);
-            }
+    if cfg.filter_pids != 0
+        && let Ok(comm) = bpf_get_current_comm()
+    {
+        // SAFETY: presence test only.
+        if unsafe { SELECTED_COMMS.get(comm) }.is_some() {
+            let _ = TRACED_PIDS.insert(tgid, 1, 0);
         }
     }
     emit(EventKind::Exec, tgid);
@@ -48,7 +48,7 @@ pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     if tgid != pid_tgid as u32 {
         return Ok(());
     }
-    let _ = TRACED_PIDS.remove(&tgid);
+    let _ = TRACED_PIDS.remove(tgid);
     if tgid != config().agent_tgid {
         emit(EventKind::Exit, tgid);
     }
@@ -64,12 +64,12 @@ pub fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: presence test only.
-    if unsafe { TRACED_PIDS.get(&parent) }.is_none() {
+    if unsafe { TRACED_PIDS.get(parent) }.is_none() {
         return Ok(());
     }
     let child: i32 =
         unsafe { ctx.read_at(cfg.offsets.fork_child_pid as usize) }.map_err(i64::from)?;
     // A new thread also reports here with its thread id; as a tgid key it is never looked up.
-    let _ = TRACED_PIDS.insert(&(child as u32), &1, 0);
+    let _ = TRACED_PIDS.insert(child as u32, 1, 0);
     Ok(())
 }

@@ -32,7 +32,7 @@ pub fn try_state_change(ctx: &TracePointContext) -> Result<(), i64> {
     let sk: u64 = unsafe { ctx.read_at(off.state_skaddr as usize) }.map_err(i64::from)?;
     let new: i32 = unsafe { ctx.read_at(off.state_newstate as usize) }.map_err(i64::from)?;
     if new == TCP_CLOSE {
-        let _ = SOCK_TUPLES.remove(&sk);
+        let _ = SOCK_TUPLES.remove(sk);
         return Ok(());
     }
     if new != TCP_ESTABLISHED {
@@ -60,13 +60,14 @@ pub fn try_state_change(ctx: &TracePointContext) -> Result<(), i64> {
         tuple.local_addr[..4].copy_from_slice(&s);
         tuple.remote_addr[..4].copy_from_slice(&d);
     } else if family == AF_INET6 {
-        tuple.local_addr = unsafe { ctx.read_at(off.state_saddr_v6 as usize) }.map_err(i64::from)?;
+        tuple.local_addr =
+            unsafe { ctx.read_at(off.state_saddr_v6 as usize) }.map_err(i64::from)?;
         tuple.remote_addr =
             unsafe { ctx.read_at(off.state_daddr_v6 as usize) }.map_err(i64::from)?;
     } else {
         return Ok(());
     }
-    let _ = SOCK_TUPLES.insert(&sk, &tuple, 0);
+    let _ = SOCK_TUPLES.insert(sk, tuple, 0);
     Ok(())
 }
 
@@ -79,10 +80,10 @@ pub fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
     let fd: u64 = unsafe { ctx.read_at(ARG0) }.map_err(i64::from)?;
     let key = (pid_tgid & 0xffff_ffff_0000_0000) | (fd & 0xffff_ffff);
     // SAFETY: copied out before removal.
-    let Some(sock) = (unsafe { SOCKET_FDS.get(&key) }).copied() else {
+    let Some(sock) = (unsafe { SOCKET_FDS.get(key) }).copied() else {
         return Ok(());
     };
-    let _ = SOCKET_FDS.remove(&key);
+    let _ = SOCKET_FDS.remove(key);
     let event = CloseEvent {
         kind: EventKind::Close as u8,
         _pad: [0; 3],

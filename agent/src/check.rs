@@ -38,7 +38,11 @@ pub fn check() -> bool {
         cap_sys_admin || (cap_bpf && cap_perfmon),
         true,
         "privileges (CAP_BPF+CAP_PERFMON or root)",
-        &format!("uid {}, CapEff {:#x}", unsafe { libc::geteuid() }, caps.unwrap_or(0)),
+        &format!(
+            "uid {}, CapEff {:#x}",
+            unsafe { libc::geteuid() },
+            caps.unwrap_or(0)
+        ),
     );
     r.line(
         Path::new("/sys/kernel/btf/vmlinux").exists(),
@@ -63,7 +67,11 @@ pub fn check() -> bool {
         for (category, name, required) in wanted_tracepoints() {
             total += 1;
             if !tracefs::has_tracepoint(root, category, name) {
-                let list = if required { &mut missing_required } else { &mut missing_optional };
+                let list = if required {
+                    &mut missing_required
+                } else {
+                    &mut missing_optional
+                };
                 list.push(format!("{category}:{name}"));
             }
         }
@@ -84,11 +92,19 @@ pub fn check() -> bool {
             &if missing_optional.is_empty() {
                 "inet_sock_set_state, sched_process_{exec,exit,fork}".to_owned()
             } else {
-                format!("missing {} (falls back to /proc)", missing_optional.join(", "))
+                format!(
+                    "missing {} (falls back to /proc)",
+                    missing_optional.join(", ")
+                )
             },
         );
         match tracefs::read_offsets(root) {
-            Ok(_) => r.line(true, true, "tracepoint layouts", "read from tracefs formats"),
+            Ok(_) => r.line(
+                true,
+                true,
+                "tracepoint layouts",
+                "read from tracefs formats",
+            ),
             Err(e) => r.line(false, true, "tracepoint layouts", &format!("{e:#}")),
         }
     }
@@ -98,10 +114,19 @@ pub fn check() -> bool {
         kprobes,
         false,
         "kprobes",
-        if kprobes { "available (not needed)" } else { "absent: not needed, tracepoints used" },
+        if kprobes {
+            "available (not needed)"
+        } else {
+            "absent: not needed, tracepoints used"
+        },
     );
     let uprobes = Path::new("/sys/bus/event_source/devices/uprobe").exists();
-    r.line(uprobes, false, "uprobes", "for TLS plaintext (OpenSSL) — planned");
+    r.line(
+        uprobes,
+        false,
+        "uprobes",
+        "for TLS plaintext (OpenSSL) — planned",
+    );
 
     if !r.fatal {
         match Probes::load(&ProbeOptions {
@@ -112,10 +137,20 @@ pub fn check() -> bool {
             exe_names: Vec::new(),
         }) {
             Ok(p) => {
-                r.line(true, true, "load and attach kernel programs", "verifier accepted all");
+                r.line(
+                    true,
+                    true,
+                    "load and attach kernel programs",
+                    "verifier accepted all",
+                );
                 drop(p);
             }
-            Err(e) => r.line(false, true, "load and attach kernel programs", &format!("{e:#}")),
+            Err(e) => r.line(
+                false,
+                true,
+                "load and attach kernel programs",
+                &format!("{e:#}"),
+            ),
         }
     }
     println!(

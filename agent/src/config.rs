@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Trace processes and export their spans (OTLP if configured, else to the terminal).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Report what this kernel and these privileges allow; exits non-zero if capture is impossible.
     Check,
 }
@@ -237,8 +237,7 @@ impl RunArgs {
                 .queue_size
                 .or(file.queue_size.map(|v| v.0))
                 .unwrap_or(8192),
-            keep_query_strings: self.keep_query_strings
-                || file.keep_query_strings.unwrap_or(false),
+            keep_query_strings: self.keep_query_strings || file.keep_query_strings.unwrap_or(false),
             stats_file: self.stats_file.or(file.stats_file),
         })
     }
@@ -252,7 +251,9 @@ mod tests {
     #[test]
     fn file_errors_name_the_line() {
         let text = "exe = [\"nginx\"]\ncapture_bytes = 999999\n";
-        let err = FileConfig::parse(text, Path::new("p.toml")).unwrap_err().to_string();
+        let err = FileConfig::parse(text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("capture_bytes must be between"), "{err}");
 
@@ -264,7 +265,10 @@ mod tests {
         let err = FileConfig::parse("otlp_protocol = \"http/json\"\n", Path::new("p.toml"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("line 1") && err.contains("not supported"), "{err}");
+        assert!(
+            err.contains("line 1") && err.contains("not supported"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -272,8 +276,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("periscope-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "exe = [\"nginx\"]\ncapture_bytes = 512\noutput = \"json\"\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "exe = [\"nginx\"]\ncapture_bytes = 512\noutput = \"json\"\n",
+        )
+        .unwrap();
         let args = RunArgs {
             capture_bytes: Some(4096),
             config: Some(path),
@@ -287,6 +294,11 @@ mod tests {
             capture_bytes: Some(0),
             ..Default::default()
         };
-        assert!(bad.resolve().unwrap_err().to_string().contains("--capture-bytes"));
+        assert!(
+            bad.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("--capture-bytes")
+        );
     }
 }

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(args) => {
-            let result = args.resolve().and_then(run::run);
+            let result = (*args).resolve().and_then(run::run);
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {

@@ -54,7 +54,8 @@ struct Stats {
 
 pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let agent_tgid = std::process::id();
-    let otlp = OtlpSettings::resolve(&cfg.otlp, &|k| std::env::var(k).ok()).map_err(|e| anyhow!(e))?;
+    let otlp =
+        OtlpSettings::resolve(&cfg.otlp, &|k| std::env::var(k).ok()).map_err(|e| anyhow!(e))?;
     let (exporter, export_timeout, target): (Box<dyn SpanExporter>, Duration, String) = match &otlp
     {
         Some(settings) => (

@@ -184,7 +184,11 @@ impl Store {
                     r.attributes
                         .into_iter()
                         .map(|kv| {
-                            let v = kv.value.as_ref().and_then(any_to_string).unwrap_or_default();
+                            let v = kv
+                                .value
+                                .as_ref()
+                                .and_then(any_to_string)
+                                .unwrap_or_default();
                             (kv.key, v)
                         })
                         .collect()
@@ -385,7 +389,8 @@ impl TraceService for GrpcService {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.store.note_headers(&request.metadata().clone().into_headers());
+        self.store
+            .note_headers(&request.metadata().clone().into_headers());
         self.store.ingest(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
@@ -398,8 +403,8 @@ async fn serve_grpc(
     store: Arc<Store>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let service = TraceServiceServer::new(GrpcService { store })
-        .max_decoding_message_size(MAX_BODY);
+    let service =
+        TraceServiceServer::new(GrpcService { store }).max_decoding_message_size(MAX_BODY);
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     let result = tonic::transport::Server::builder()
         .add_service(service)
@@ -472,7 +477,12 @@ async fn handle_http(req: Request<Incoming>, store: &Store) -> Response<Full<Byt
     store.note_headers(req.headers());
     let content_type = header(hyper::header::CONTENT_TYPE);
     let encoding = header(hyper::header::CONTENT_ENCODING);
-    let media = content_type.split(';').next().unwrap_or("").trim().to_owned();
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned();
     if media != "application/x-protobuf" && media != "application/protobuf" {
         return plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

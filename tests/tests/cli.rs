@@ -9,7 +9,10 @@ fn run(args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .expect("agent binary built (cargo build -p periscope)");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -23,7 +26,10 @@ fn bad_flags_are_named() {
     assert!(err.contains("--capture-bytes"), "{err}");
     let (ok, err) = run(&["run", "--otlp-protocol", "http/json"]);
     assert!(!ok);
-    assert!(err.contains("--otlp-protocol") && err.contains("http/json"), "{err}");
+    assert!(
+        err.contains("--otlp-protocol") && err.contains("http/json"),
+        "{err}"
+    );
     let (ok, err) = run(&["run", "--port", "0"]);
     assert!(!ok);
     assert!(err.contains("--port"), "{err}");
@@ -42,7 +48,10 @@ fn bad_config_file_names_the_line() {
     std::fs::write(&path, "exe = [\"nginx\"]\nring_buffer_mib = 0\n").unwrap();
     let (ok, err) = run(&["run", "--config", path.to_str().unwrap()]);
     assert!(!ok);
-    assert!(err.contains("line 2") && err.contains("ring_buffer_mib"), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("ring_buffer_mib"),
+        "{err}"
+    );
     let (ok, err) = run(&["run", "--config", "/nonexistent/periscope.toml"]);
     assert!(!ok);
     assert!(err.contains("/nonexistent/periscope.toml"), "{err}");

@@ -17,7 +17,11 @@ fuzz_target!(|input: &[u8]| {
     let mut rest = input;
     let mut now = 0u64;
     while let [control, len, tail @ ..] = rest {
-        let flow = if control & 1 == 0 { Flow::Request } else { Flow::Response };
+        let flow = if control & 1 == 0 {
+            Flow::Request
+        } else {
+            Flow::Response
+        };
         let missing = match (control >> 1) & 7 {
             0..=3 => 0,
             4 | 5 => usize::from(control >> 5) + 1,
@@ -29,7 +33,12 @@ fuzz_target!(|input: &[u8]| {
         rest = tail;
         let _ = Http1.detect(flow, data);
         now += 10;
-        let chunk = Chunk { data, missing, first_byte_ns: now, last_byte_ns: now + 5 };
+        let chunk = Chunk {
+            data,
+            missing,
+            first_byte_ns: now,
+            last_byte_ns: now + 5,
+        };
         session.feed(flow, chunk, &mut out);
         check(&out);
         out.clear();
@@ -42,14 +51,22 @@ fn check(exchanges: &[Exchange]) {
     for exchange in exchanges {
         let ExchangeDetail::Http(http) = &exchange.detail;
         assert!(exchange.request_start_ns <= exchange.request_end_ns);
-        assert_eq!(exchange.response_start_ns.is_some(), exchange.response_end_ns.is_some());
+        assert_eq!(
+            exchange.response_start_ns.is_some(),
+            exchange.response_end_ns.is_some()
+        );
         if let (Some(start), Some(end)) = (exchange.response_start_ns, exchange.response_end_ns) {
             assert!(start <= end);
         }
         assert!(!http.method.is_empty() && http.method.len() <= 24);
         assert!(http.target.len() <= 2048);
         assert!(matches!(http.version.as_str(), "" | "1.0" | "1.1"));
-        for value in [&http.host, &http.user_agent, &http.traceparent, &http.tracestate] {
+        for value in [
+            &http.host,
+            &http.user_agent,
+            &http.traceparent,
+            &http.tracestate,
+        ] {
             assert!(value.as_ref().is_none_or(|v| v.len() <= 512));
         }
         assert_eq!(http.status.is_some(), exchange.response_start_ns.is_some());

@@ -7,9 +7,19 @@ use agent_common::{
 #[derive(Debug)]
 pub enum KernelEvent<'a> {
     Data(DataEvent<'a>),
-    Close { tgid: u32, sock: u64, fd: i32, at_ns: u64 },
-    Exec { tgid: u32 },
-    Exit { tgid: u32, at_ns: u64 },
+    Close {
+        tgid: u32,
+        sock: u64,
+        fd: i32,
+        at_ns: u64,
+    },
+    Exec {
+        tgid: u32,
+    },
+    Exit {
+        tgid: u32,
+        at_ns: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -92,8 +102,7 @@ mod tests {
 
     fn as_bytes<T>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a plain struct.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     #[test]

@@ -114,7 +114,8 @@ impl Probes {
             }
         }
         let mut comms: BpfHashMap<_, [u8; 16], u8> = BpfHashMap::try_from(
-            ebpf.map_mut("SELECTED_COMMS").context("SELECTED_COMMS map missing")?,
+            ebpf.map_mut("SELECTED_COMMS")
+                .context("SELECTED_COMMS map missing")?,
         )?;
         for name in &opts.exe_names {
             comms.insert(comm_key(name), 1, 0)?;
@@ -133,13 +134,19 @@ impl Probes {
 
     /// The selected-process table (used when filtering). Can be taken once.
     pub fn take_traced_pids(&mut self) -> anyhow::Result<BpfHashMap<MapData, u32, u8>> {
-        let map = self.ebpf.take_map("TRACED_PIDS").context("TRACED_PIDS map missing")?;
+        let map = self
+            .ebpf
+            .take_map("TRACED_PIDS")
+            .context("TRACED_PIDS map missing")?;
         Ok(BpfHashMap::try_from(map)?)
     }
 
     /// The counters map. Can be taken once.
     pub fn take_counters(&mut self) -> anyhow::Result<KernelCounters> {
-        let map = self.ebpf.take_map("COUNTERS").context("COUNTERS map missing")?;
+        let map = self
+            .ebpf
+            .take_map("COUNTERS")
+            .context("COUNTERS map missing")?;
         Ok(KernelCounters {
             map: PerCpuArray::try_from(map)?,
         })

@@ -29,7 +29,10 @@ impl Selection {
         }
         let exe = fs::read_link(format!("/proc/{tgid}/exe")).ok();
         let cmdline = fs::read(format!("/proc/{tgid}/cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+        let args: Vec<&[u8]> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .collect();
         self.exes.iter().any(|wanted| {
             let by_path = exe.as_deref().is_some_and(|p| {
                 p == Path::new(wanted) || p.file_name().is_some_and(|n| n == wanted.as_str())
@@ -38,7 +41,9 @@ impl Selection {
             let by_arg = args.iter().take(2).any(|a| {
                 let a = String::from_utf8_lossy(a);
                 a == wanted.as_str()
-                    || Path::new(a.as_ref()).file_name().is_some_and(|n| n == wanted.as_str())
+                    || Path::new(a.as_ref())
+                        .file_name()
+                        .is_some_and(|n| n == wanted.as_str())
             });
             by_path || by_arg
         })
@@ -112,11 +117,11 @@ impl ProcessSelector {
     }
 
     fn select(&mut self, tgid: u32) {
-        if let Some(table) = self.kernel_table.as_mut() {
-            if let Err(err) = table.insert(tgid, 1, 0) {
-                log::warn!("cannot select process {tgid}: {err}");
-                return;
-            }
+        if let Some(table) = self.kernel_table.as_mut()
+            && let Err(err) = table.insert(tgid, 1, 0)
+        {
+            log::warn!("cannot select process {tgid}: {err}");
+            return;
         }
         log::info!("tracing process {tgid} ({})", comm(tgid));
         self.traced.insert(tgid);

@@ -71,7 +71,10 @@ fn all_rows() -> Vec<SocketRow> {
 pub fn socket_inode(tgid: u32, fd: i32) -> Option<u64> {
     let link = fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok()?;
     let link = link.to_str()?;
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// Tuple and role of a connection the kernel never saw being set up. The role is a guess from
@@ -146,7 +149,10 @@ pub fn holds_any_socket(tgid: u32, inodes: &HashSet<u64>) -> bool {
             .ok()
             .and_then(|l| {
                 let l = l.to_str()?.to_owned();
-                l.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok()
+                l.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse::<u64>()
+                    .ok()
             })
             .is_some_and(|inode| inodes.contains(&inode))
     })

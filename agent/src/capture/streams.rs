@@ -25,7 +25,9 @@ pub struct ConnectionMeta {
 }
 
 enum DecodeState {
-    Detecting { chunks_seen: u8 },
+    Detecting {
+        chunks_seen: u8,
+    },
     Decoding(Box<dyn Session>),
     /// Not a protocol we decode (or encrypted): ignored until it closes.
     Unsupported,
@@ -100,7 +102,12 @@ impl Connections {
 
     /// The process is gone: every one of its connections ends.
     pub fn on_process_exit(&mut self, tgid: u32, at_ns: u64, out: &mut Vec<Finished>) {
-        let keys: Vec<_> = self.table.keys().filter(|(t, _)| *t == tgid).copied().collect();
+        let keys: Vec<_> = self
+            .table
+            .keys()
+            .filter(|(t, _)| *t == tgid)
+            .copied()
+            .collect();
         for key in keys {
             if let Some(conn) = self.table.remove(&key) {
                 self.stats.exchanges += conn.finish(at_ns, out) as u64;
@@ -213,7 +220,9 @@ impl Connection {
 /// Which protocol flow the process's bytes belong to, given its role.
 fn flow_of(role: Role, direction: Direction) -> Option<Flow> {
     match (role, direction) {
-        (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress) => Some(Flow::Request),
+        (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress) => {
+            Some(Flow::Request)
+        }
         (Role::Server, Direction::Egress) | (Role::Client, Direction::Ingress) => {
             Some(Flow::Response)
         }
@@ -228,10 +237,10 @@ fn detect(
     direction: Direction,
     payload: &[u8],
 ) -> Option<(&'static dyn Protocol, Role)> {
-    if let Some(flow) = flow_of(role, direction) {
-        if let Some(p) = protocols::detect(flow, payload) {
-            return Some((p, role));
-        }
+    if let Some(flow) = flow_of(role, direction)
+        && let Some(p) = protocols::detect(flow, payload)
+    {
+        return Some((p, role));
     }
     if let Some(p) = protocols::detect(Flow::Request, payload) {
         let role = match direction {

@@ -22,7 +22,13 @@ pub fn ensure_mounted() -> anyhow::Result<&'static str> {
     let source = std::ffi::CString::new("nodev")?;
     // SAFETY: plain mount(2) with NUL-terminated strings that outlive the call.
     let rc = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
@@ -37,12 +43,21 @@ pub fn ensure_mounted() -> anyhow::Result<&'static str> {
 
 /// Whether a tracepoint exists on this kernel.
 pub fn has_tracepoint(root: &str, category: &str, name: &str) -> bool {
-    Path::new(root).join("events").join(category).join(name).join("format").is_file()
+    Path::new(root)
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format")
+        .is_file()
 }
 
 /// Byte offset of `field` in the tracepoint's record.
 pub fn field_offset(root: &str, category: &str, name: &str, field: &str) -> anyhow::Result<u16> {
-    let path = Path::new(root).join("events").join(category).join(name).join("format");
+    let path = Path::new(root)
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     parse_field_offset(&text, field)
         .with_context(|| format!("field `{field}` of tracepoint {category}:{name}"))

@@ -16,7 +16,9 @@ use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use reqwest::header::{
+    CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
+};
 
 use super::SpanExporter;
 use crate::spans::model::{AttrValue, ProcessResource, SpanKind, SpanRecord, SpanStatus};
@@ -151,7 +153,9 @@ impl OtlpSettings {
 
         let timeout = match flags.timeout {
             Some(t) if t.is_zero() => {
-                return Err(format!("{FLAG_TIMEOUT}: the timeout must be greater than zero"));
+                return Err(format!(
+                    "{FLAG_TIMEOUT}: the timeout must be greater than zero"
+                ));
             }
             Some(t) => t,
             None => match env_var(ENV_TRACES_TIMEOUT)
@@ -229,14 +233,15 @@ fn parse_headers(value: &str, source: &str) -> Result<Vec<(String, String)>, Str
         };
         let key = key.trim();
         if key.is_empty() || !key.bytes().all(is_token_byte) {
-            return Err(format!(
-                "{source}: invalid header name '{key}' in '{item}'"
-            ));
+            return Err(format!("{source}: invalid header name '{key}' in '{item}'"));
         }
         let decoded = percent_decode(raw.trim()).ok_or_else(|| {
             format!("{source}: invalid percent-encoding in the value of header '{key}'")
         })?;
-        if !decoded.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        if !decoded
+            .bytes()
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+        {
             return Err(format!(
                 "{source}: the value of header '{key}' must be printable ASCII after percent-decoding"
             ));
@@ -519,7 +524,9 @@ impl SpanExporter for OtlpExporter {
             let result = if remaining.is_zero() {
                 Err("no time left in this export".to_owned())
             } else {
-                match runtime.block_on(tokio::time::timeout(remaining, exporter.export(data))) {
+                let attempt =
+                    async { tokio::time::timeout(remaining, exporter.export(data)).await };
+                match runtime.block_on(attempt) {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(_) => Err(format!("timed out after {:?}", self.settings.timeout)),
@@ -660,8 +667,8 @@ mod tests {
 
     #[test]
     fn http_json_is_a_clear_error() {
-        let e = env_only(&[(ENV_ENDPOINT, "http://c:4318"), (ENV_PROTOCOL, "http/json")])
-            .unwrap_err();
+        let e =
+            env_only(&[(ENV_ENDPOINT, "http://c:4318"), (ENV_PROTOCOL, "http/json")]).unwrap_err();
         assert!(e.contains(ENV_PROTOCOL), "{e}");
         assert!(e.contains("http/json"), "{e}");
         assert!(e.contains("not supported"), "{e}");
@@ -669,9 +676,15 @@ mod tests {
 
     #[test]
     fn unknown_protocol_names_variable_and_value() {
-        let e = env_only(&[(ENV_ENDPOINT, "http://c:4318"), (ENV_TRACES_PROTOCOL, "carrier-pigeon")])
-            .unwrap_err();
-        assert!(e.contains(ENV_TRACES_PROTOCOL) && e.contains("carrier-pigeon"), "{e}");
+        let e = env_only(&[
+            (ENV_ENDPOINT, "http://c:4318"),
+            (ENV_TRACES_PROTOCOL, "carrier-pigeon"),
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains(ENV_TRACES_PROTOCOL) && e.contains("carrier-pigeon"),
+            "{e}"
+        );
         let flags = OtlpOptions {
             endpoint: Some("http://c:4318".into()),
             protocol: Some("udp".into()),
@@ -805,8 +818,7 @@ mod tests {
             ("k=%4", "percent"),
             ("k=caf%C3%A9", "ASCII"),
         ] {
-            let e = env_only(&[(ENV_ENDPOINT, "http://c:4318"), (ENV_HEADERS, bad)])
-                .unwrap_err();
+            let e = env_only(&[(ENV_ENDPOINT, "http://c:4318"), (ENV_HEADERS, bad)]).unwrap_err();
             assert!(e.contains(ENV_HEADERS), "{bad}: {e}");
             assert!(e.contains(needle), "{bad}: {e}");
         }
@@ -845,7 +857,13 @@ mod tests {
 
     #[test]
     fn bad_endpoints_are_errors() {
-        for bad in ["collector:4318", "ftp://c", "http://", "http://c:port", "http://c :1"] {
+        for bad in [
+            "collector:4318",
+            "ftp://c",
+            "http://",
+            "http://c:port",
+            "http://c :1",
+        ] {
             let e = env_only(&[(ENV_ENDPOINT, bad)]).unwrap_err();
             assert!(e.contains(ENV_ENDPOINT) && e.contains(bad), "{bad}: {e}");
         }
@@ -854,7 +872,10 @@ mod tests {
             ..Default::default()
         };
         let e = resolve_with(&flags, &[]).unwrap_err();
-        assert!(e.contains(FLAG_TRACES_ENDPOINT) && e.contains("localhost"), "{e}");
+        assert!(
+            e.contains(FLAG_TRACES_ENDPOINT) && e.contains("localhost"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -863,7 +884,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(s.url, "http://[::1]:4318/v1/traces");
-        let s = env_only(&[(ENV_ENDPOINT, "http://[::1]")]).unwrap().unwrap();
+        let s = env_only(&[(ENV_ENDPOINT, "http://[::1]")])
+            .unwrap()
+            .unwrap();
         assert_eq!(s.url, "http://[::1]/v1/traces");
     }
 
@@ -904,7 +927,12 @@ mod tests {
         let a = resource("a", 1);
         let a_copy = Arc::new((*a).clone());
         let b = resource("b", 2);
-        let groups = group_by_resource(vec![span(&a, 1), span(&b, 2), span(&a_copy, 3), span(&a, 4)]);
+        let groups = group_by_resource(vec![
+            span(&a, 1),
+            span(&b, 2),
+            span(&a_copy, 3),
+            span(&a, 4),
+        ]);
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].0.service_name, "a");
         let ids: Vec<u8> = groups[0].1.iter().map(|s| s.span_id[0]).collect();
@@ -929,8 +957,14 @@ mod tests {
         assert!(d.parent_span_is_remote);
         assert_eq!(d.span_kind, OtelKind::Client);
         assert_eq!(d.name, "GET /");
-        assert_eq!(d.end_time.duration_since(d.start_time).unwrap(), Duration::from_millis(5));
-        assert_eq!(d.attributes, vec![KeyValue::new("http.response.status_code", 500i64)]);
+        assert_eq!(
+            d.end_time.duration_since(d.start_time).unwrap(),
+            Duration::from_millis(5)
+        );
+        assert_eq!(
+            d.attributes,
+            vec![KeyValue::new("http.response.status_code", 500i64)]
+        );
         assert_eq!(d.status, Status::error("boom"));
     }
 

@@ -127,13 +127,17 @@ impl ExportPipeline {
     pub fn submit(&self, span: SpanRecord) {
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
         let Some(tx) = &self.tx else {
-            self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         match tx.try_send(span) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -278,7 +282,12 @@ impl Worker {
             return;
         }
         let spans = std::mem::replace(batch, Vec::with_capacity(self.opts.max_batch.min(4096)));
-        match self.exporter.export(spans) {
+        // A panicking exporter costs this batch, not the pipeline.
+        let exporter = &mut self.exporter;
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exporter.export(spans)))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the exporter panicked")));
+        match result {
             Ok(()) => {
                 self.stats.exported.fetch_add(n, Ordering::Relaxed);
             }
@@ -461,7 +470,11 @@ mod tests {
         assert!(s.dropped_queue_full >= 1000 - 4 - 2, "{s:?}");
         p.shutdown(Duration::from_secs(5));
         let s = stats.snapshot();
-        assert_eq!(s.exported + s.dropped_queue_full + s.dropped_export_failed, 1000, "{s:?}");
+        assert_eq!(
+            s.exported + s.dropped_queue_full + s.dropped_export_failed,
+            1000,
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -491,19 +504,52 @@ mod tests {
         }
         let t0 = Instant::now();
         p.shutdown(Duration::from_millis(500));
-        assert!(t0.elapsed() < Duration::from_millis(900), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            t0.elapsed()
+        );
         // The thread finishes soon after, counting what it could not send.
         let t1 = Instant::now();
         loop {
             let s = stats.snapshot();
-            if s.exported + s.dropped_export_failed == 20 || t1.elapsed() > Duration::from_secs(3)
-            {
+            if s.exported + s.dropped_export_failed == 20 || t1.elapsed() > Duration::from_secs(3) {
                 assert_eq!(s.exported + s.dropped_export_failed, 20, "{s:?}");
                 assert!(s.dropped_export_failed > 0, "{s:?}");
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    struct PanickingExporter;
+    impl SpanExporter for PanickingExporter {
+        fn export(&mut self, batch: Vec<SpanRecord>) -> anyhow::Result<()> {
+            if batch.len() == 2 {
+                panic!("exporter bug");
+            }
+            Ok(())
+        }
+        fn flush(&mut self, _timeout: Duration) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn shutdown(&mut self, _timeout: Duration) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panicking_exporter_loses_a_batch_not_the_pipeline() {
+        let p = ExportPipeline::start(Box::new(PanickingExporter), opts(100, 2, 60_000));
+        let stats = p.stats();
+        for i in 0..3 {
+            p.submit(span(i));
+        }
+        p.shutdown(Duration::from_secs(5));
+        let s = stats.snapshot();
+        assert_eq!(s.dropped_export_failed, 2, "{s:?}");
+        assert_eq!(s.export_errors, 1, "{s:?}");
+        assert_eq!(s.exported, 1, "{s:?}");
     }
 
     #[test]

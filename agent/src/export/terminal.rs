@@ -86,12 +86,15 @@ impl TerminalExporter {
             }
         }
         let max_spans = self.max_spans_per_trace;
-        let p = self.pending.entry(span.trace_id).or_insert_with(|| Pending {
-            spans: Vec::new(),
-            first_seen: now,
-            last_seen: now,
-            cut: 0,
-        });
+        let p = self
+            .pending
+            .entry(span.trace_id)
+            .or_insert_with(|| Pending {
+                spans: Vec::new(),
+                first_seen: now,
+                last_seen: now,
+                cut: 0,
+            });
         p.last_seen = now;
         if p.spans.len() >= max_spans {
             p.cut += 1;
@@ -471,7 +474,16 @@ pub fn render_trace(spans: &[SpanRecord], notes: &[String]) -> String {
     for (n, &root) in tops.iter().enumerate() {
         if !visited[root] {
             let last = n + 1 == tops.len();
-            draw(spans, root, "", last, &children, bottleneck, &mut visited, &mut lines);
+            draw(
+                spans,
+                root,
+                "",
+                last,
+                &children,
+                bottleneck,
+                &mut visited,
+                &mut lines,
+            );
         }
     }
 
@@ -596,8 +608,8 @@ mod tests {
         let start = UNIX_EPOCH + Duration::from_millis(T0) + Duration::from_micros(start_us);
         SpanRecord {
             trace_id: [
-                0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e,
-                0x0e, 0x47, 0x36,
+                0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+                0x47, 0x36,
             ],
             span_id: [id; 8],
             parent_span_id: [parent; 8],
@@ -618,19 +630,42 @@ mod tests {
         use SpanKind::*;
         let addr = |a: &str| vec![("server.address", AttrValue::from(a))];
         let mut pay_client = span(
-            "gateway", 4, 1, Client, "POST /pay", 60_000, 630_000, addr("payments"),
+            "gateway",
+            4,
+            1,
+            Client,
+            "POST /pay",
+            60_000,
+            630_000,
+            addr("payments"),
         );
-        pay_client.status = SpanStatus::Error {
-            message: "".into(),
-        };
+        pay_client.status = SpanStatus::Error { message: "".into() };
         pay_client
             .attributes
             .push(("http.response.status_code", AttrValue::Int(500)));
         vec![
             // Deliberately out of order.
-            span("payments", 5, 4, Server, "POST /pay", 61_000, 628_000, vec![]),
+            span(
+                "payments",
+                5,
+                4,
+                Server,
+                "POST /pay",
+                61_000,
+                628_000,
+                vec![],
+            ),
             span("gateway", 1, 0, Server, "GET /checkout", 0, 692_000, vec![]),
-            span("gateway", 2, 1, Client, "GET /check", 2_000, 53_100, addr("auth")),
+            span(
+                "gateway",
+                2,
+                1,
+                Client,
+                "GET /check",
+                2_000,
+                53_100,
+                addr("auth"),
+            ),
             span("auth", 3, 2, Server, "GET /check", 3_000, 51_000, vec![]),
             pay_client,
             span(
@@ -664,7 +699,16 @@ mod tests {
 
     #[test]
     fn single_span_has_no_bottleneck() {
-        let spans = vec![span("api", 1, 0, SpanKind::Server, "GET /", 0, 1_500, vec![])];
+        let spans = vec![span(
+            "api",
+            1,
+            0,
+            SpanKind::Server,
+            "GET /",
+            0,
+            1_500,
+            vec![],
+        )];
         let got = render_trace(&spans, &[]);
         assert_eq!(
             got,
@@ -680,7 +724,10 @@ mod tests {
             span("b", 2, 9, Server, "GET /b", 1_000, 2_000, vec![]),
             span("b", 3, 2, Client, "GET /c", 1_500, 1_000, vec![]),
         ];
-        let got = render_trace(&spans, &["1 more spans not shown: limit 3 per trace".into()]);
+        let got = render_trace(
+            &spans,
+            &["1 more spans not shown: limit 3 per trace".into()],
+        );
         let want = "\
 [trace 4bf92f35…  total 10.0 ms  3 spans  (1 more spans not shown: limit 3 per trace)]
 ├── a  GET /a          10.0 ms  ← bottleneck
@@ -762,7 +809,8 @@ mod tests {
         let spans = checkout_trace();
         e.export_at(spans[..3].to_vec(), t).unwrap();
         e.export_at(vec![], t + Duration::from_millis(300)).unwrap();
-        e.export_at(spans[3..].to_vec(), t + Duration::from_millis(400)).unwrap();
+        e.export_at(spans[3..].to_vec(), t + Duration::from_millis(400))
+            .unwrap();
         e.export_at(vec![], t + Duration::from_millis(800)).unwrap();
         assert_eq!(buf.text(), "", "printed before the trace went quiet");
         e.export_at(vec![], t + Duration::from_millis(900)).unwrap();
@@ -786,7 +834,10 @@ mod tests {
         e.shutdown(Duration::from_secs(1)).unwrap();
         let text = buf.text();
         assert_eq!(text.matches("[trace").count(), 2, "{text}");
-        assert!(text.contains("(late spans of a trace already shown)"), "{text}");
+        assert!(
+            text.contains("(late spans of a trace already shown)"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -813,8 +864,14 @@ mod tests {
         }
         assert!(e.pending.len() <= 2);
         let text = buf.text();
-        assert!(text.contains("2 more spans not shown: limit 3 per trace"), "{text}");
-        assert!(text.contains("drawn early: too many traces in flight"), "{text}");
+        assert!(
+            text.contains("2 more spans not shown: limit 3 per trace"),
+            "{text}"
+        );
+        assert!(
+            text.contains("drawn early: too many traces in flight"),
+            "{text}"
+        );
     }
 
     #[test]

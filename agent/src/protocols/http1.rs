@@ -16,6 +16,8 @@ mod reader;
 #[cfg(test)]
 mod replay_tests;
 #[cfg(test)]
+mod robustness_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
@@ -72,7 +74,10 @@ enum ResponseRole {
     /// 1xx other than 101: the request still waits for its final response.
     Interim,
     /// A final response, to this request (`None` if we never saw the request).
-    Final { request: Option<u64>, switches_protocols: bool },
+    Final {
+        request: Option<u64>,
+        switches_protocols: bool,
+    },
 }
 
 impl Default for Http1Session {
@@ -108,9 +113,15 @@ impl Http1Session {
                 break;
             };
             match (flow, event) {
-                (Flow::Request, Event::Head { head, start_ns }) => self.request_head(head, start_ns, out),
-                (Flow::Request, Event::End { partial, body_len }) => self.request_end(partial, body_len),
-                (Flow::Response, Event::Head { head, start_ns }) => self.response_head(head, start_ns),
+                (Flow::Request, Event::Head { head, start_ns }) => {
+                    self.request_head(head, start_ns, out)
+                }
+                (Flow::Request, Event::End { partial, body_len }) => {
+                    self.request_end(partial, body_len)
+                }
+                (Flow::Response, Event::Head { head, start_ns }) => {
+                    self.response_head(head, start_ns)
+                }
                 (Flow::Response, Event::End { partial, body_len }) => {
                     self.response_end(partial, body_len, out)
                 }
@@ -119,7 +130,12 @@ impl Http1Session {
     }
 
     fn request_head(&mut self, head: Head, start_ns: u64, out: &mut Vec<Exchange>) {
-        let StartLine::Request { method, target, version } = head.start else {
+        let StartLine::Request {
+            method,
+            target,
+            version,
+        } = head.start
+        else {
             self.requests.set_framing(Framing::Lost);
             return;
         };
@@ -143,7 +159,9 @@ impl Http1Session {
                     *request = None;
                 }
                 // Its response may have begun: keep what was seen of it.
-                let response_end_ns = oldest.response_start_ns.map(|_| self.responses.chunk_last_ns());
+                let response_end_ns = oldest
+                    .response_start_ns
+                    .map(|_| self.responses.chunk_last_ns());
                 oldest.http.partial |= response_end_ns.is_some();
                 out.push(oldest.into_exchange(response_end_ns));
             }
@@ -197,7 +215,11 @@ impl Http1Session {
         // 101 ends the exchange (and HTTP/1.x on this connection); other 1xx are interim.
         if (100..200).contains(&status) && status != 101 {
             self.response = ResponseRole::Interim;
-            let framing = if head.partial { Framing::Lost } else { Framing::NoBody };
+            let framing = if head.partial {
+                Framing::Lost
+            } else {
+                Framing::NoBody
+            };
             self.responses.set_framing(framing);
             return;
         }
@@ -234,7 +256,11 @@ impl Http1Session {
     fn response_end(&mut self, partial: bool, body_len: Option<u64>, out: &mut Vec<Exchange>) {
         let end_ns = self.responses.chunk_last_ns();
         let role = std::mem::replace(&mut self.response, ResponseRole::None);
-        let ResponseRole::Final { request, switches_protocols } = role else {
+        let ResponseRole::Final {
+            request,
+            switches_protocols,
+        } = role
+        else {
             return;
         };
         if let Some(id) = request
@@ -281,12 +307,16 @@ impl Session for Http1Session {
             Flow::Request => true,
             Flow::Response => self.request_awaits_next_response(),
         };
-        if may_cut && self.reader(flow).is_in_body() && head::chunk_starts_message(flow, chunk.data, false) {
+        if may_cut
+            && self.reader(flow).is_in_body()
+            && head::chunk_starts_message(flow, chunk.data, false)
+        {
             self.reader(flow).cut_body();
             self.pump(flow, &mut Input::empty(), out);
         }
         self.reader(flow).resync_at(chunk.data);
-        self.reader(flow).begin_chunk(chunk.first_byte_ns, chunk.last_byte_ns);
+        self.reader(flow)
+            .begin_chunk(chunk.first_byte_ns, chunk.last_byte_ns);
 
         let mut input = Input {
             data: chunk.data,

@@ -50,7 +50,10 @@ pub fn http_span(
     attrs.push(("url.scheme", AttrValue::from(scheme)));
     attrs.push(("network.protocol.name", AttrValue::from("http")));
     if !ex.version.is_empty() {
-        attrs.push(("network.protocol.version", AttrValue::from(ex.version.as_str())));
+        attrs.push((
+            "network.protocol.version",
+            AttrValue::from(ex.version.as_str()),
+        ));
     }
     if let Some(status) = ex.status {
         attrs.push(("http.response.status_code", AttrValue::Int(status as i64)));
@@ -78,7 +81,9 @@ pub fn http_span(
             }
         }
         SpanKind::Client => {
-            let server = host_header.clone().or_else(|| remote.map(|a| a.to_string()));
+            let server = host_header
+                .clone()
+                .or_else(|| remote.map(|a| a.to_string()));
             let port = host_port.or((tuple.remote_port != 0).then_some(tuple.remote_port));
             if let Some(s) = &server {
                 attrs.push(("server.address", AttrValue::Str(s.clone())));
@@ -99,7 +104,10 @@ pub fn http_span(
     }
     if let Some(r) = remote {
         attrs.push(("network.peer.address", AttrValue::Str(r.to_string())));
-        attrs.push(("network.peer.port", AttrValue::Int(tuple.remote_port as i64)));
+        attrs.push((
+            "network.peer.port",
+            AttrValue::Int(tuple.remote_port as i64),
+        ));
     }
     if let Some(ua) = &ex.user_agent {
         attrs.push(("user_agent.original", AttrValue::from(ua.as_str())));
@@ -166,11 +174,11 @@ fn split_host_port(host: &str) -> (Option<String>, Option<u16>) {
     if host.is_empty() {
         return (None, None);
     }
-    if let Some(rest) = host.strip_prefix('[') {
-        if let Some((h, tail)) = rest.split_once(']') {
-            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (Some(h.to_owned()), port);
-        }
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((h, tail)) = rest.split_once(']')
+    {
+        let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (Some(h.to_owned()), port);
     }
     match host.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => match p.parse() {
@@ -183,7 +191,9 @@ fn split_host_port(host: &str) -> (Option<String>, Option<u16>) {
 
 pub fn address(family: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
     match family {
-        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
         AF_INET6 => {
             let v6 = Ipv6Addr::from(*bytes);
             Some(match v6.to_ipv4_mapped() {
@@ -227,11 +237,23 @@ mod tests {
         let s = http_span(&ex, Role::Server, &tuple(), "http", HttpOptions::default());
         assert_eq!(s.name, "GET /items/7");
         assert_eq!(s.kind, SpanKind::Server);
-        assert_eq!(get(&s, "url.query"), Some(&AttrValue::from("q=REDACTED&page=REDACTED")));
-        assert_eq!(get(&s, "server.address"), Some(&AttrValue::from("shop.local")));
+        assert_eq!(
+            get(&s, "url.query"),
+            Some(&AttrValue::from("q=REDACTED&page=REDACTED"))
+        );
+        assert_eq!(
+            get(&s, "server.address"),
+            Some(&AttrValue::from("shop.local"))
+        );
         assert_eq!(get(&s, "server.port"), Some(&AttrValue::Int(8080)));
-        assert_eq!(get(&s, "client.address"), Some(&AttrValue::from("127.0.0.2")));
-        assert_eq!(get(&s, "http.response.status_code"), Some(&AttrValue::Int(503)));
+        assert_eq!(
+            get(&s, "client.address"),
+            Some(&AttrValue::from("127.0.0.2"))
+        );
+        assert_eq!(
+            get(&s, "http.response.status_code"),
+            Some(&AttrValue::Int(503))
+        );
         assert!(matches!(s.status, SpanStatus::Error { .. }));
     }
 
@@ -248,7 +270,9 @@ mod tests {
         let s = http_span(&ex, Role::Client, &tuple(), "http", HttpOptions::default());
         assert_eq!(
             get(&s, "url.full"),
-            Some(&AttrValue::from("http://api.internal:9000/api?token=REDACTED"))
+            Some(&AttrValue::from(
+                "http://api.internal:9000/api?token=REDACTED"
+            ))
         );
         assert!(matches!(s.status, SpanStatus::Error { .. }));
         let kept = http_span(
@@ -262,7 +286,9 @@ mod tests {
         );
         assert_eq!(
             get(&kept, "url.full"),
-            Some(&AttrValue::from("http://api.internal:9000/api?token=secret"))
+            Some(&AttrValue::from(
+                "http://api.internal:9000/api?token=secret"
+            ))
         );
     }
 

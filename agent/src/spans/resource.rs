@@ -6,7 +6,9 @@ use std::{collections::HashMap, fs, path::Path, sync::Arc};
 use super::model::{AttrValue, ProcessResource};
 
 /// Interpreters whose script (or jar, or module) names the service better than the binary.
-const INTERPRETERS: &[&str] = &["python", "node", "java", "ruby", "perl", "php", "bun", "deno"];
+const INTERPRETERS: &[&str] = &[
+    "python", "node", "java", "ruby", "perl", "php", "bun", "deno",
+];
 
 /// What /proc says about a process.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -29,7 +31,10 @@ impl ProcessFacts {
         let env = split(fs::read(format!("/proc/{pid}/environ")).unwrap_or_default())
             .into_iter()
             .filter(|kv| kv.starts_with("OTEL_"))
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            })
             .collect();
         Self {
             pid,
@@ -102,19 +107,20 @@ pub fn service_name(facts: &ProcessFacts) -> String {
     if let Some(name) = facts.env("OTEL_SERVICE_NAME") {
         return name.trim().to_owned();
     }
-    if let Some(attrs) = facts.env("OTEL_RESOURCE_ATTRIBUTES") {
-        if let Some((_, v)) = parse_resource_attributes(attrs)
+    if let Some(attrs) = facts.env("OTEL_RESOURCE_ATTRIBUTES")
+        && let Some((_, v)) = parse_resource_attributes(attrs)
             .into_iter()
             .find(|(k, v)| k == "service.name" && !v.is_empty())
-        {
-            return v;
-        }
+    {
+        return v;
     }
-    let exe = facts.exe_name().unwrap_or_else(|| format!("unknown_service:{}", facts.pid));
-    if INTERPRETERS.iter().any(|i| exe.starts_with(i)) {
-        if let Some(script) = interpreted_program(&exe, &facts.args) {
-            return script;
-        }
+    let exe = facts
+        .exe_name()
+        .unwrap_or_else(|| format!("unknown_service:{}", facts.pid));
+    if INTERPRETERS.iter().any(|i| exe.starts_with(i))
+        && let Some(script) = interpreted_program(&exe, &facts.args)
+    {
+        return script;
     }
     exe
 }
@@ -244,7 +250,10 @@ mod tests {
             pid: 7,
             exe_path: Some(exe.to_owned()),
             args: args.iter().map(|s| s.to_string()).collect(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -253,27 +262,52 @@ mod tests {
         let py = "/usr/bin/python3.11";
         assert_eq!(service_name(&facts(py, &["python3", "app.py"], &[])), "app");
         assert_eq!(
-            service_name(&facts(py, &["python3", "-u", "/srv/shop/api.py", "--port", "1"], &[])),
+            service_name(&facts(
+                py,
+                &["python3", "-u", "/srv/shop/api.py", "--port", "1"],
+                &[]
+            )),
             "api"
         );
         assert_eq!(
             service_name(&facts(py, &["python3", "-m", "http.server", "8000"], &[])),
             "http.server"
         );
-        assert_eq!(service_name(&facts(py, &["python3", "-c", "print()"], &[])), "python3.11");
+        assert_eq!(
+            service_name(&facts(py, &["python3", "-c", "print()"], &[])),
+            "python3.11"
+        );
         let java = "/usr/lib/jvm/java-17/bin/java";
         assert_eq!(
-            service_name(&facts(java, &["java", "-Xmx1g", "-jar", "/o/orders.jar"], &[])),
+            service_name(&facts(
+                java,
+                &["java", "-Xmx1g", "-jar", "/o/orders.jar"],
+                &[]
+            )),
             "orders"
         );
         assert_eq!(
-            service_name(&facts(java, &["java", "-cp", "x.jar", "com.shop.Cart"], &[])),
+            service_name(&facts(
+                java,
+                &["java", "-cp", "x.jar", "com.shop.Cart"],
+                &[]
+            )),
             "Cart"
         );
-        assert_eq!(service_name(&facts("/usr/bin/node", &["node", "server.js"], &[])), "server");
-        assert_eq!(service_name(&facts("/usr/sbin/nginx", &["nginx: worker"], &[])), "nginx");
         assert_eq!(
-            service_name(&facts(py, &["python3", "app.py"], &[("OTEL_SERVICE_NAME", "checkout")])),
+            service_name(&facts("/usr/bin/node", &["node", "server.js"], &[])),
+            "server"
+        );
+        assert_eq!(
+            service_name(&facts("/usr/sbin/nginx", &["nginx: worker"], &[])),
+            "nginx"
+        );
+        assert_eq!(
+            service_name(&facts(
+                py,
+                &["python3", "app.py"],
+                &[("OTEL_SERVICE_NAME", "checkout")]
+            )),
             "checkout"
         );
         assert_eq!(
@@ -291,14 +325,31 @@ mod tests {
         let f = facts(
             "/usr/sbin/nginx",
             &["nginx"],
-            &[("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,process.pid=1")],
+            &[(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=prod,process.pid=1",
+            )],
         );
         let r = build_resource(&f, "h1");
-        let get = |k: &str| r.attributes.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+        let get = |k: &str| {
+            r.attributes
+                .iter()
+                .find(|(a, _)| a == k)
+                .map(|(_, v)| v.clone())
+        };
         assert_eq!(get("service.name"), Some(AttrValue::Str("nginx".into())));
         assert_eq!(get("process.pid"), Some(AttrValue::Int(7)));
         assert_eq!(get("host.name"), Some(AttrValue::Str("h1".into())));
-        assert_eq!(get("deployment.environment"), Some(AttrValue::Str("prod".into())));
-        assert_eq!(r.attributes.iter().filter(|(k, _)| k == "process.pid").count(), 1);
+        assert_eq!(
+            get("deployment.environment"),
+            Some(AttrValue::Str("prod".into()))
+        );
+        assert_eq!(
+            r.attributes
+                .iter()
+                .filter(|(k, _)| k == "process.pid")
+                .count(),
+            1
+        );
     }
 }

@@ -85,8 +85,8 @@ mod tests {
 
     #[test]
     fn parses_valid_and_rejects_invalid() {
-        let tp = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-            .unwrap();
+        let tp =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert_eq!(tp.trace_id[0], 0x4b);
         assert_eq!(tp.parent_id[7], 0xb7);
         assert_eq!(tp.flags, 1);

@@ -1,7 +1,8 @@
 //! Harness for the privileged end-to-end tests: the real agent binary, real programs, and the
 //! real OTLP receiver from this crate's library.
 
-#![allow(dead_code)]
+// Each test binary uses part of the harness.
+#![allow(dead_code, unused_macros, unused_imports)]
 
 use std::{
     io::{BufRead, BufReader},
@@ -19,7 +20,10 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn agent_binary() -> PathBuf {
@@ -30,7 +34,9 @@ pub fn agent_binary() -> PathBuf {
 }
 
 pub fn workload(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workloads").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("workloads")
+        .join(name)
 }
 
 /// Why these tests cannot run here, if they cannot: not root, no agent binary, or a kernel
@@ -142,7 +148,10 @@ impl Agent {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
-            assert!(Instant::now() < deadline, "agent did not stop within 30 s of SIGINT");
+            assert!(
+                Instant::now() < deadline,
+                "agent did not stop within 30 s of SIGINT"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         let mut stdout = String::new();
@@ -154,7 +163,10 @@ impl Agent {
             self.stderr_log.push(line);
         }
         let stderr = self.stderr_log.join("\n");
-        assert!(status.success(), "agent exited with {status}; stderr:\n{stderr}");
+        assert!(
+            status.success(),
+            "agent exited with {status}; stderr:\n{stderr}"
+        );
         (stdout, stderr)
     }
 }
@@ -213,7 +225,10 @@ pub fn free_port() -> u16 {
 pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on port {port} after 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} after 20 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -225,6 +240,10 @@ pub fn curl(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("curl is installed (cargo xtask setup installs it)");
-    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -14,6 +14,8 @@ const MAX_METHOD_LEN: usize = 24;
 pub(super) const MAX_TARGET_LEN: usize = 2048;
 pub(super) const MAX_HEADER_VALUE_LEN: usize = 512;
 const STATUS_PREFIX: &[u8] = b"HTTP/1.";
+/// How far [`chunk_starts_message`] looks for the end of a start line.
+const MAX_START_LINE_LEN: usize = MAX_TARGET_LEN + 64;
 
 /// A parsed (possibly incomplete) request or response head.
 #[derive(Debug)]
@@ -81,28 +83,35 @@ pub(super) fn detect(flow: Flow, first: &[u8]) -> bool {
 
 /// Whether a chunk (one syscall) begins a new message, judged without context.
 ///
-/// When the chunk holds the whole first line, that line must be a valid start line (with a
-/// known method for requests). With `allow_prefix`, a chunk too short to hold the line is
-/// accepted if it is a prefix of one: a sender may split even its first line across syscalls.
+/// The chunk must start like a start line (a known method and a space, or `HTTP/1.x `), which
+/// rejects almost every body chunk in constant time. When the chunk holds the whole first line,
+/// that line must be valid. With `allow_prefix`, a chunk without a line end is accepted too: a
+/// sender may split even its first line across syscalls, or the line may be longer than what
+/// was captured.
 pub(super) fn chunk_starts_message(flow: Flow, data: &[u8], allow_prefix: bool) -> bool {
-    if let Some(nl) = data.iter().position(|&b| b == b'\n') {
-        let line = strip_cr(&data[..nl]);
-        return match flow {
-            Flow::Request => {
-                parse_request_line(line).is_some_and(|r| KNOWN_METHODS.contains(&r.method))
-            }
-            Flow::Response => parse_status_line(line).is_some(),
+    let plausible = !data.is_empty()
+        && match flow {
+            Flow::Request => KNOWN_METHODS.iter().any(|m| {
+                let n = data.len().min(m.len());
+                data[..n] == m[..n] && data.get(m.len()).is_none_or(|&b| b == b' ')
+            }),
+            Flow::Response => status_prefix(data) != Prefix::Invalid,
         };
-    }
-    if !allow_prefix || data.is_empty() {
+    if !plausible {
         return false;
     }
-    match flow {
-        Flow::Request => KNOWN_METHODS.iter().any(|m| {
-            let n = data.len().min(m.len());
-            data[..n] == m[..n] && data.get(m.len()).is_none_or(|&b| b == b' ')
-        }),
-        Flow::Response => status_prefix(data) != Prefix::Invalid,
+    let searched = &data[..data.len().min(MAX_START_LINE_LEN)];
+    match searched.iter().position(|&b| b == b'\n') {
+        Some(nl) => {
+            let line = strip_cr(&data[..nl]);
+            match flow {
+                Flow::Request => {
+                    parse_request_line(line).is_some_and(|r| KNOWN_METHODS.contains(&r.method))
+                }
+                Flow::Response => parse_status_line(line).is_some(),
+            }
+        }
+        None => allow_prefix,
     }
 }
 
@@ -112,7 +121,11 @@ pub(super) fn start_prefix(flow: Flow, bytes: &[u8]) -> Prefix {
         Flow::Request => {
             for (i, &b) in bytes.iter().take(MAX_METHOD_LEN + 1).enumerate() {
                 if b == b' ' {
-                    return if i > 0 { Prefix::Valid } else { Prefix::Invalid };
+                    return if i > 0 {
+                        Prefix::Valid
+                    } else {
+                        Prefix::Invalid
+                    };
                 }
                 if !is_method_byte(b) {
                     return Prefix::Invalid;
@@ -210,7 +223,11 @@ impl Head {
             self.content_length = merge_content_length(self.content_length, value);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Only the last coding of the last such header decides the framing.
-            if let Some(last) = value.rsplit(|&b| b == b',').map(trim).find(|c| !c.is_empty()) {
+            if let Some(last) = value
+                .rsplit(|&b| b == b',')
+                .map(trim)
+                .find(|c| !c.is_empty())
+            {
                 self.transfer_encoding = if last.eq_ignore_ascii_case(b"chunked") {
                     TransferEncoding::ChunkedLast
                 } else {
@@ -282,22 +299,40 @@ fn parse_request_line(line: &[u8]) -> Option<RequestLine<'_>> {
         return None;
     }
     let version = parse_version(&rest[sp + 1..])?;
-    Some(RequestLine { method, target, version })
+    Some(RequestLine {
+        method,
+        target,
+        version,
+    })
 }
 
 /// A request line cut short by the capture: method and space, then as much target as there is.
 fn parse_cut_request_line(line: &[u8]) -> Option<RequestLine<'_>> {
     let (method, rest) = split_method(line)?;
-    let target_len = rest.iter().position(|&b| !is_target_byte(b)).unwrap_or(rest.len());
+    let target_len = rest
+        .iter()
+        .position(|&b| !is_target_byte(b))
+        .unwrap_or(rest.len());
     let (target, after) = rest.split_at(target_len);
-    let version = after.strip_prefix(b" ").and_then(parse_version).unwrap_or("");
-    Some(RequestLine { method, target, version })
+    let version = after
+        .strip_prefix(b" ")
+        .and_then(parse_version)
+        .unwrap_or("");
+    Some(RequestLine {
+        method,
+        target,
+        version,
+    })
 }
 
 fn split_method(line: &[u8]) -> Option<(&[u8], &[u8])> {
-    let sp = line.iter().take(MAX_METHOD_LEN + 1).position(|&b| b == b' ')?;
+    let sp = line
+        .iter()
+        .take(MAX_METHOD_LEN + 1)
+        .position(|&b| b == b' ')?;
     let method = &line[..sp];
-    (!method.is_empty() && method.iter().all(|&b| is_method_byte(b))).then(|| (method, &line[sp + 1..]))
+    (!method.is_empty() && method.iter().all(|&b| is_method_byte(b)))
+        .then(|| (method, &line[sp + 1..]))
 }
 
 /// `HTTP/1.x SP 3DIGIT [SP reason-phrase]`; some servers leave out the reason phrase.

@@ -26,11 +26,19 @@ pub(super) struct Input<'a> {
 impl Input<'_> {
     /// No bytes: lets a reader report what a state change decided.
     pub(super) fn empty() -> Self {
-        Input { data: &[], gap: 0, eof: false }
+        Input {
+            data: &[],
+            gap: 0,
+            eof: false,
+        }
     }
 
     pub(super) fn end_of_stream() -> Self {
-        Input { data: &[], gap: 0, eof: true }
+        Input {
+            data: &[],
+            gap: 0,
+            eof: true,
+        }
     }
 }
 
@@ -39,7 +47,10 @@ pub(super) enum Event {
     /// A head was parsed; the session must answer with [`Reader::set_framing`].
     Head { head: Head, start_ns: u64 },
     /// The message ended in the current chunk. `partial`: framing was lost or cut short.
-    End { partial: bool, body_len: Option<u64> },
+    End {
+        partial: bool,
+        body_len: Option<u64>,
+    },
 }
 
 /// How the body of the message whose head was just reported is delimited.
@@ -66,7 +77,10 @@ enum State {
     AwaitingFraming,
     Body(Body),
     /// Report the end of the message, then go idle (or resync, if framing was lost).
-    Ending { partial: bool, body_len: Option<u64> },
+    Ending {
+        partial: bool,
+        body_len: Option<u64>,
+    },
     /// Framing lost: skip chunks until one starts a message (see [`Reader::resync_at`]).
     Resync,
     /// The connection switched protocols (101, CONNECT tunnel): ignore everything.
@@ -154,13 +168,17 @@ impl Reader {
                 Body::Chunked(_) => None,
                 Body::UntilClose { seen } => Some(*seen),
             };
-            self.state = State::Ending { partial: true, body_len };
+            self.state = State::Ending {
+                partial: true,
+                body_len,
+            };
         }
     }
 
     /// At a chunk start: leave resynchronisation if this chunk begins a message.
     pub(super) fn resync_at(&mut self, chunk: &[u8]) {
-        if matches!(self.state, State::Resync) && head::chunk_starts_message(self.flow, chunk, true) {
+        if matches!(self.state, State::Resync) && head::chunk_starts_message(self.flow, chunk, true)
+        {
             self.state = State::Idle;
         }
     }
@@ -180,10 +198,16 @@ impl Reader {
                 partial: self.message_partial,
                 body_len: Some(0),
             },
-            Framing::Length(n) => State::Body(Body::Length { declared: n, remaining: n }),
+            Framing::Length(n) => State::Body(Body::Length {
+                declared: n,
+                remaining: n,
+            }),
             Framing::Chunked => State::Body(Body::Chunked(Chunked::default())),
             Framing::UntilClose => State::Body(Body::UntilClose { seen: 0 }),
-            Framing::Lost => State::Ending { partial: true, body_len: None },
+            Framing::Lost => State::Ending {
+                partial: true,
+                body_len: None,
+            },
         };
     }
 
@@ -301,7 +325,10 @@ impl Reader {
         };
         self.message_partial = head.partial;
         self.state = State::AwaitingFraming;
-        Some(Event::Head { head, start_ns: self.message_start_ns })
+        Some(Event::Head {
+            head,
+            start_ns: self.message_start_ns,
+        })
     }
 
     fn release_head(&mut self) {
@@ -345,9 +372,8 @@ impl Reader {
         }
 
         input.data = &input.data[window.len()..];
-        if !input.data.is_empty() {
-            HeadProgress::Cut // too large
-        } else if input.gap > 0 || input.eof {
+        // Bytes left over mean the head outgrew its buffer; a gap or the end cut it short.
+        if !input.data.is_empty() || input.gap > 0 || input.eof {
             HeadProgress::Cut
         } else {
             HeadProgress::NeedMore
@@ -364,7 +390,10 @@ enum HeadProgress {
 
 /// Skips up to `remaining` bytes of input, captured first, then uncaptured.
 fn take(remaining: &mut u64, input: &mut Input<'_>) {
-    let n = input.data.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+    let n = input
+        .data
+        .len()
+        .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
     input.data = &input.data[n..];
     *remaining -= n as u64;
     if input.data.is_empty() {
@@ -384,19 +413,35 @@ struct Chunked {
 #[derive(Debug)]
 enum ChunkPhase {
     /// Hex digits of a chunk size.
-    Size { value: u64, digits: u8 },
+    Size {
+        value: u64,
+        digits: u8,
+    },
     /// After the digits: whitespace, `;` extensions, up to the line end.
-    SizeLineRest { size: u64, len: u32 },
-    Data { remaining: u64 },
+    SizeLineRest {
+        size: u64,
+        len: u32,
+    },
+    Data {
+        remaining: u64,
+    },
     /// The CRLF after chunk data.
-    DataEnd { saw_cr: bool },
+    DataEnd {
+        saw_cr: bool,
+    },
     /// Trailer fields after the last chunk, up to a blank line.
-    Trailers { line_len: u32, total: u32 },
+    Trailers {
+        line_len: u32,
+        total: u32,
+    },
 }
 
 impl Default for ChunkPhase {
     fn default() -> Self {
-        ChunkPhase::Size { value: 0, digits: 0 }
+        ChunkPhase::Size {
+            value: 0,
+            digits: 0,
+        }
     }
 }
 
@@ -435,7 +480,10 @@ impl Chunked {
     fn step(&mut self, b: u8) -> Result<bool, ()> {
         self.phase = match self.phase {
             ChunkPhase::Size { value, digits } => match hex_value(b) {
-                Some(d) if digits < 16 => ChunkPhase::Size { value: value << 4 | d, digits: digits + 1 },
+                Some(d) if digits < 16 => ChunkPhase::Size {
+                    value: value << 4 | d,
+                    digits: digits + 1,
+                },
                 Some(_) => return Err(()),
                 None if digits == 0 => return Err(()),
                 None => return self.size_line_rest(value, 0, b),
@@ -444,15 +492,23 @@ impl Chunked {
             // Data is skipped in bulk by `advance`, never stepped through; should that ever
             // change, call it malformed rather than panic.
             ChunkPhase::Data { .. } => return Err(()),
-            ChunkPhase::DataEnd { saw_cr: false } if b == b'\r' => ChunkPhase::DataEnd { saw_cr: true },
-            ChunkPhase::DataEnd { .. } if b == b'\n' => ChunkPhase::Size { value: 0, digits: 0 },
+            ChunkPhase::DataEnd { saw_cr: false } if b == b'\r' => {
+                ChunkPhase::DataEnd { saw_cr: true }
+            }
+            ChunkPhase::DataEnd { .. } if b == b'\n' => ChunkPhase::Size {
+                value: 0,
+                digits: 0,
+            },
             ChunkPhase::DataEnd { .. } => return Err(()),
             ChunkPhase::Trailers { line_len, total } => match b {
                 b'\n' if line_len == 0 => return Ok(true),
                 b'\n' => ChunkPhase::Trailers { line_len: 0, total },
                 b'\r' => ChunkPhase::Trailers { line_len, total },
                 _ if total >= MAX_TRAILER_BYTES => return Err(()),
-                _ => ChunkPhase::Trailers { line_len: line_len + 1, total: total + 1 },
+                _ => ChunkPhase::Trailers {
+                    line_len: line_len + 1,
+                    total: total + 1,
+                },
             },
         };
         Ok(false)
@@ -460,7 +516,10 @@ impl Chunked {
 
     fn size_line_rest(&mut self, size: u64, len: u32, b: u8) -> Result<bool, ()> {
         self.phase = match b {
-            b'\n' if size == 0 => ChunkPhase::Trailers { line_len: 0, total: 0 },
+            b'\n' if size == 0 => ChunkPhase::Trailers {
+                line_len: 0,
+                total: 0,
+            },
             b'\n' => {
                 self.body_len = self.body_len.checked_add(size).ok_or(())?;
                 ChunkPhase::Data { remaining: size }

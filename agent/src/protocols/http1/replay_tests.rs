@@ -52,7 +52,12 @@ fn replay(script: &str) -> Vec<Exchange> {
             continue;
         }
         if let Some(at) = line.strip_prefix("close ") {
-            session.close(at.trim().parse().unwrap_or_else(|_| panic!("{}", context())), &mut out);
+            session.close(
+                at.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{}", context())),
+                &mut out,
+            );
             continue;
         }
         let mut fields = line.splitn(4, ' ');
@@ -63,19 +68,31 @@ fn replay(script: &str) -> Vec<Exchange> {
         };
         let mut number_field = || -> u64 {
             let field = fields.next().unwrap_or_default();
-            field.parse().unwrap_or_else(|_| panic!("bad number {field:?}, {}", context()))
+            field
+                .parse()
+                .unwrap_or_else(|_| panic!("bad number {field:?}, {}", context()))
         };
         let (first_byte_ns, last_byte_ns) = (number_field(), number_field());
         let rest = fields.next().unwrap_or_default();
         let (missing, data) = match rest.strip_prefix('+') {
             Some(counted) => {
                 let (count, data) = counted.split_once(' ').unwrap_or((counted, ""));
-                (count.parse().unwrap_or_else(|_| panic!("bad missing, {}", context())), data)
+                (
+                    count
+                        .parse()
+                        .unwrap_or_else(|_| panic!("bad missing, {}", context())),
+                    data,
+                )
             }
             None => (0, rest),
         };
         let data = unescape(data);
-        let chunk = Chunk { data: &data, missing, first_byte_ns, last_byte_ns };
+        let chunk = Chunk {
+            data: &data,
+            missing,
+            first_byte_ns,
+            last_byte_ns,
+        };
         session.feed(flow, chunk, &mut out);
     }
     out
@@ -83,7 +100,9 @@ fn replay(script: &str) -> Vec<Exchange> {
 
 fn render(exchanges: &[Exchange]) -> String {
     fn opt<T: std::fmt::Debug>(value: &Option<T>) -> String {
-        value.as_ref().map_or_else(|| "-".to_owned(), |v| format!("{v:?}"))
+        value
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:?}"))
     }
     let mut text = String::new();
     for (i, exchange) in exchanges.iter().enumerate() {
@@ -99,7 +118,14 @@ fn render(exchanges: &[Exchange]) -> String {
             exchange.request_start_ns,
             exchange.request_end_ns
         );
-        let _ = writeln!(text, "  {} {:?} HTTP/{} -> {}", h.method, h.target, h.version, opt(&h.status));
+        let _ = writeln!(
+            text,
+            "  {} {:?} HTTP/{} -> {}",
+            h.method,
+            h.target,
+            h.version,
+            opt(&h.status)
+        );
         let _ = writeln!(text, "  host: {}", opt(&h.host));
         let _ = writeln!(text, "  user_agent: {}", opt(&h.user_agent));
         let _ = writeln!(text, "  traceparent: {}", opt(&h.traceparent));
@@ -124,12 +150,18 @@ fn recorded_conversations_match_golden_results() {
         .filter(|path| path.extension().is_some_and(|ext| ext == "txt"))
         .collect();
     scripts.sort();
-    assert!(scripts.len() >= 3, "conversations missing in {}", dir.display());
+    assert!(
+        scripts.len() >= 3,
+        "conversations missing in {}",
+        dir.display()
+    );
 
     let bless = std::env::var_os("PERISCOPE_BLESS").is_some();
     let mut mismatches = Vec::new();
     for script in &scripts {
-        let got = render(&replay(&std::fs::read_to_string(script).expect("read conversation")));
+        let got = render(&replay(
+            &std::fs::read_to_string(script).expect("read conversation"),
+        ));
         let golden = script.with_extension("expected");
         if bless {
             std::fs::write(&golden, &got).expect("write golden");
@@ -137,7 +169,10 @@ fn recorded_conversations_match_golden_results() {
         }
         let expected = std::fs::read_to_string(&golden).unwrap_or_default();
         if got != expected {
-            mismatches.push(format!("{}:\n--- expected\n{expected}--- got\n{got}", script.display()));
+            mismatches.push(format!(
+                "{}:\n--- expected\n{expected}--- got\n{got}",
+                script.display()
+            ));
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));

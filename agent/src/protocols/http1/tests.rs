@@ -1,51 +1,67 @@
+//! Decoding well-formed HTTP/1.x: framings, keep-alive, pipelining, splits at every byte.
+//! Helpers here are shared with `robustness_tests`.
+
 use super::*;
 
 /// One syscall's worth of bytes in a test conversation.
 #[derive(Clone)]
-struct Step {
-    flow: Flow,
-    data: Vec<u8>,
-    missing: usize,
+pub(super) struct Step {
+    pub flow: Flow,
+    pub data: Vec<u8>,
+    pub missing: usize,
 }
 
-fn req(data: &str) -> Step {
-    Step { flow: Flow::Request, data: data.as_bytes().to_vec(), missing: 0 }
+pub(super) fn req(data: &str) -> Step {
+    Step {
+        flow: Flow::Request,
+        data: data.as_bytes().to_vec(),
+        missing: 0,
+    }
 }
 
-fn resp(data: &str) -> Step {
-    Step { flow: Flow::Response, data: data.as_bytes().to_vec(), missing: 0 }
+pub(super) fn resp(data: &str) -> Step {
+    Step {
+        flow: Flow::Response,
+        data: data.as_bytes().to_vec(),
+        missing: 0,
+    }
 }
 
-fn with_gap(mut step: Step, missing: usize) -> Step {
+pub(super) fn with_gap(mut step: Step, missing: usize) -> Step {
     step.missing = missing;
     step
 }
 
 /// Step `k` happens in [1000(k+1), 1000(k+1) + 500]; the connection closes after the last.
-fn step_times(k: usize) -> (u64, u64) {
+pub(super) fn step_times(k: usize) -> (u64, u64) {
     let base = 1000 * (k as u64 + 1);
     (base, base + 500)
 }
 
-fn run(steps: &[Step]) -> Vec<Exchange> {
+pub(super) fn run(steps: &[Step]) -> Vec<Exchange> {
     let mut session = Http1.new_session();
     let mut out = Vec::new();
     for (k, step) in steps.iter().enumerate() {
         let (first_byte_ns, last_byte_ns) = step_times(k);
-        let chunk = Chunk { data: &step.data, missing: step.missing, first_byte_ns, last_byte_ns };
+        let chunk = Chunk {
+            data: &step.data,
+            missing: step.missing,
+            first_byte_ns,
+            last_byte_ns,
+        };
         session.feed(step.flow, chunk, &mut out);
     }
     session.close(step_times(steps.len()).0, &mut out);
     out
 }
 
-fn http(exchange: &Exchange) -> &HttpExchange {
+pub(super) fn http(exchange: &Exchange) -> &HttpExchange {
     let ExchangeDetail::Http(http) = &exchange.detail;
     http
 }
 
 /// (method, target, status) of every exchange.
-fn summary(exchanges: &[Exchange]) -> Vec<(String, String, Option<u16>)> {
+pub(super) fn summary(exchanges: &[Exchange]) -> Vec<(String, String, Option<u16>)> {
     exchanges
         .iter()
         .map(http)
@@ -53,13 +69,17 @@ fn summary(exchanges: &[Exchange]) -> Vec<(String, String, Option<u16>)> {
         .collect()
 }
 
-fn triple(method: &str, target: &str, status: Option<u16>) -> (String, String, Option<u16>) {
+pub(super) fn triple(
+    method: &str,
+    target: &str,
+    status: Option<u16>,
+) -> (String, String, Option<u16>) {
     (method.to_owned(), target.to_owned(), status)
 }
 
-const GET: &str = "GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.5.0\r\n\
+pub(super) const GET: &str = "GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.5.0\r\n\
                    Accept: */*\r\n\r\n";
-const OK_HELLO: &str = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+pub(super) const OK_HELLO: &str = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
 #[test]
 fn detects_only_http1_starts() {
@@ -81,7 +101,10 @@ fn simple_exchange_fields_and_timing() {
     assert_eq!(out.len(), 1);
     let ex = &out[0];
     assert_eq!((ex.request_start_ns, ex.request_end_ns), (1000, 1500));
-    assert_eq!((ex.response_start_ns, ex.response_end_ns), (Some(2000), Some(2500)));
+    assert_eq!(
+        (ex.response_start_ns, ex.response_end_ns),
+        (Some(2000), Some(2500))
+    );
     let expected = HttpExchange {
         method: "GET".into(),
         target: "/index.html?q=1".into(),
@@ -109,24 +132,33 @@ fn timing_follows_the_chunks_holding_first_and_last_bytes() {
     assert_eq!(out.len(), 1);
     let ex = &out[0];
     assert_eq!((ex.request_start_ns, ex.request_end_ns), (1000, 3500));
-    assert_eq!((ex.response_start_ns, ex.response_end_ns), (Some(4000), Some(6500)));
+    assert_eq!(
+        (ex.response_start_ns, ex.response_end_ns),
+        (Some(4000), Some(6500))
+    );
     assert_eq!(http(ex).request_body_len, Some(6));
 }
 
 /// A conversation exercising most framings, for the split tests.
 fn rich_conversation() -> Vec<Step> {
     vec![
-        req("POST /api/items HTTP/1.1\r\nHost: localhost:8080\r\nContent-Type: application/json\r\n\
+        req(
+            "POST /api/items HTTP/1.1\r\nHost: localhost:8080\r\nContent-Type: application/json\r\n\
              traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\
-             Content-Length: 13\r\n\r\n{\"name\":\"x\"}\n"),
+             Content-Length: 13\r\n\r\n{\"name\":\"x\"}\n",
+        ),
         resp("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
         req("GET /stream HTTP/1.1\r\nHost: localhost:8080\r\nTE: trailers\r\n\r\n"),
-        resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n\
-              A ; name=\"v\"\r\n0123456789\r\n0\r\nChecksum: abc\r\n\r\n"),
+        resp(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n\
+              A ; name=\"v\"\r\n0123456789\r\n0\r\nChecksum: abc\r\n\r\n",
+        ),
         req("HEAD /big HTTP/1.1\r\nHost: localhost:8080\r\n\r\n\
              GET /gone HTTP/1.1\r\nHost: localhost:8080\r\n\r\n"),
-        resp("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n\
-              HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n"),
+        resp(
+            "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n\
+              HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n",
+        ),
         req("PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"),
         resp("HTTP/1.1 100 Continue\r\n\r\n"),
         req("3\r\nabc\r\n0\r\n\r\n"),
@@ -178,7 +210,11 @@ fn split_step(steps: &[Step], index: usize, cuts: &[usize]) -> Vec<Step> {
     let step = &steps[index];
     let mut from = 0;
     for &cut in cuts.iter().chain(std::iter::once(&step.data.len())) {
-        result.push(Step { flow: step.flow, data: step.data[from..cut].to_vec(), missing: 0 });
+        result.push(Step {
+            flow: step.flow,
+            data: step.data[from..cut].to_vec(),
+            missing: 0,
+        });
         from = cut;
     }
     result.extend_from_slice(&steps[index + 1..]);
@@ -218,7 +254,13 @@ fn one_byte_chunks_give_the_same_exchanges() {
     let expected = details(&run(&steps));
     let bytewise: Vec<Step> = steps
         .iter()
-        .flat_map(|s| s.data.iter().map(|&b| Step { flow: s.flow, data: vec![b], missing: 0 }))
+        .flat_map(|s| {
+            s.data.iter().map(|&b| Step {
+                flow: s.flow,
+                data: vec![b],
+                missing: 0,
+            })
+        })
         .collect();
     let out = run(&bytewise);
     assert_eq!(details(&out), expected);
@@ -248,15 +290,24 @@ fn keep_alive_many_exchanges() {
 fn pipelined_requests_match_responses_in_order() {
     let out = run(&[
         req("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n"),
-        resp("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 404 Not Found\r\n\
-              Content-Length: 1\r\n\r\nb"),
+        resp(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 404 Not Found\r\n\
+              Content-Length: 1\r\n\r\nb",
+        ),
         resp("HTTP/1.1 500 Oops\r\nContent-Length: 1\r\n\r\nc"),
     ]);
     assert_eq!(
         summary(&out),
-        vec![triple("GET", "/a", Some(200)), triple("GET", "/b", Some(404)), triple("GET", "/c", Some(500))]
+        vec![
+            triple("GET", "/a", Some(200)),
+            triple("GET", "/b", Some(404)),
+            triple("GET", "/c", Some(500))
+        ]
     );
-    assert!(out.iter().all(|e| e.request_start_ns == 1000 && e.request_end_ns == 1500));
+    assert!(
+        out.iter()
+            .all(|e| e.request_start_ns == 1000 && e.request_end_ns == 1500)
+    );
     assert_eq!(out[2].response_start_ns, Some(3000));
 }
 
@@ -311,7 +362,13 @@ fn close_delimited_response_ends_at_close() {
 #[test]
 fn request_without_response_is_emitted_at_close() {
     let out = run(&[req(GET), resp(OK_HELLO), req("GET /never HTTP/1.1\r\n\r\n")]);
-    assert_eq!(summary(&out), vec![triple("GET", "/index.html?q=1", Some(200)), triple("GET", "/never", None)]);
+    assert_eq!(
+        summary(&out),
+        vec![
+            triple("GET", "/index.html?q=1", Some(200)),
+            triple("GET", "/never", None)
+        ]
+    );
     assert_eq!(out[1].response_start_ns, None);
     assert_eq!(out[1].response_end_ns, None);
     assert_eq!(out[1].request_end_ns, 3500);
@@ -320,209 +377,24 @@ fn request_without_response_is_emitted_at_close() {
 #[test]
 fn transfer_encoding_wins_over_content_length() {
     let out = run(&[
-        req("POST /p HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
-             2\r\nhi\r\n0\r\n\r\nGET /q HTTP/1.1\r\n\r\n"),
-        resp("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"),
-        resp(OK_HELLO),
-    ]);
-    assert_eq!(summary(&out), vec![triple("POST", "/p", Some(200)), triple("GET", "/q", Some(200))]);
-    assert_eq!(http(&out[0]).request_body_len, Some(2));
-    assert_eq!(http(&out[0]).response_body_len, Some(1));
-}
-
-#[test]
-fn gaps_inside_a_content_length_body_are_skipped_exactly() {
-    let out = run(&[
-        req("GET /big HTTP/1.1\r\n\r\n"),
-        with_gap(resp("HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\nabc"), 4000),
-        with_gap(resp(""), 3000),
-        with_gap(resp("xyz"), 2994),
-        req("GET /next HTTP/1.1\r\n\r\n"),
-        resp(OK_HELLO),
-    ]);
-    assert_eq!(summary(&out), vec![triple("GET", "/big", Some(200)), triple("GET", "/next", Some(200))]);
-    assert!(out.iter().all(|e| !http(e).partial));
-    assert_eq!(out[0].response_end_ns, Some(4500));
-    assert_eq!(http(&out[0]).response_body_len, Some(10000));
-}
-
-#[test]
-fn gap_over_chunk_framing_marks_partial_and_the_next_exchange_is_right() {
-    let out = run(&[
-        req("GET /chunky HTTP/1.1\r\n\r\n"),
-        with_gap(resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123"), 5000),
-        resp("more chunked bytes we cannot frame\r\n0\r\n\r\n"),
-        req("GET /after HTTP/1.1\r\n\r\n"),
-        resp(OK_HELLO),
-    ]);
-    assert_eq!(summary(&out), vec![triple("GET", "/chunky", Some(200)), triple("GET", "/after", Some(200))]);
-    assert!(http(&out[0]).partial);
-    assert_eq!(http(&out[0]).response_body_len, None);
-    assert!(!http(&out[1]).partial);
-    assert_eq!(out[1].response_start_ns, Some(5000));
-}
-
-#[test]
-fn gap_inside_chunk_data_is_skipped() {
-    let out = run(&[
-        req("GET / HTTP/1.1\r\n\r\n"),
-        with_gap(resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100\r\nab"), 0x100 - 2),
-        resp("\r\n0\r\n\r\n"),
-    ]);
-    assert!(!http(&out[0]).partial);
-    assert_eq!(http(&out[0]).response_body_len, Some(0x100));
-    assert_eq!(out[0].response_end_ns, Some(3500));
-}
-
-#[test]
-fn header_block_cut_by_a_gap_is_partial_then_resyncs() {
-    let out = run(&[
-        with_gap(req("GET /very/long/path?with=query HTTP/1.1\r\nHost: h\r\nCookie: abc"), 9000),
-        resp(OK_HELLO),
-        req("GET /ok HTTP/1.1\r\n\r\n"),
+        req(
+            "POST /p HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
+             2\r\nhi\r\n0\r\n\r\nGET /q HTTP/1.1\r\n\r\n",
+        ),
+        resp(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+        ),
         resp(OK_HELLO),
     ]);
     assert_eq!(
         summary(&out),
-        vec![triple("GET", "/very/long/path?with=query", Some(200)), triple("GET", "/ok", Some(200))]
+        vec![
+            triple("POST", "/p", Some(200)),
+            triple("GET", "/q", Some(200))
+        ]
     );
-    assert!(http(&out[0]).partial);
-    assert_eq!(http(&out[0]).host.as_deref(), Some("h"));
-    assert!(!http(&out[1]).partial);
-}
-
-#[test]
-fn request_line_cut_by_a_gap_keeps_method_and_target_prefix() {
-    let out = run(&[with_gap(req("GET /abc"), 5000), resp(OK_HELLO)]);
-    assert_eq!(summary(&out), vec![triple("GET", "/abc", Some(200))]);
-    assert_eq!(http(&out[0]).version, "");
-    assert!(http(&out[0]).partial);
-}
-
-#[test]
-fn garbage_then_a_valid_request() {
-    let out = run(&[
-        req("\u{16}\u{3}\u{1} binary junk\r\n\r\n"),
-        req("hello world\r\n\r\n"),
-        req(GET),
-        resp("\0\0garbage"),
-        resp(OK_HELLO),
-    ]);
-    assert_eq!(summary(&out), vec![triple("GET", "/index.html?q=1", Some(200))]);
-    assert!(!http(&out[0]).partial);
-}
-
-#[test]
-fn invalid_chunk_size_marks_partial_and_resyncs() {
-    let out = run(&[
-        req("GET /a HTTP/1.1\r\n\r\n"),
-        resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
-        req("GET /b HTTP/1.1\r\n\r\n"),
-        resp(OK_HELLO),
-    ]);
-    assert_eq!(summary(&out), vec![triple("GET", "/a", Some(200)), triple("GET", "/b", Some(200))]);
-    assert!(http(&out[0]).partial);
-}
-
-#[test]
-fn sendfile_body_seen_only_as_missing_bytes_is_exact() {
-    let out = run(&[
-        req("GET /file HTTP/1.1\r\n\r\n"),
-        resp("HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n"),
-        with_gap(resp(""), 65536),
-        req("GET /file2 HTTP/1.1\r\n\r\n"),
-        resp(OK_HELLO),
-    ]);
-    assert_eq!(summary(&out), vec![triple("GET", "/file", Some(200)), triple("GET", "/file2", Some(200))]);
-    assert!(out.iter().all(|e| !http(e).partial));
-    assert_eq!(out[0].response_end_ns, Some(3500));
-}
-
-#[test]
-fn sendfile_body_not_seen_at_all_is_cut_by_the_next_response() {
-    let out = run(&[
-        req("GET /file HTTP/1.1\r\n\r\n"),
-        resp("HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n"),
-        req("GET /file2 HTTP/1.1\r\n\r\n"),
-        resp("HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nnope!"),
-    ]);
-    assert_eq!(summary(&out), vec![triple("GET", "/file", Some(200)), triple("GET", "/file2", Some(404))]);
-    assert!(http(&out[0]).partial);
-    assert_eq!(out[0].response_end_ns, Some(2500));
-    assert!(!http(&out[1]).partial);
-}
-
-#[test]
-fn body_that_looks_like_a_response_is_not_cut_without_a_waiting_request() {
-    let body = "HTTP/1.1 200 OK\r\n\r\n";
-    let out = run(&[
-        req("GET /doc HTTP/1.1\r\n\r\n"),
-        resp(&format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())),
-        resp(body),
-        req("GET /next HTTP/1.1\r\n\r\n"),
-        resp(OK_HELLO),
-    ]);
-    assert_eq!(summary(&out), vec![triple("GET", "/doc", Some(200)), triple("GET", "/next", Some(200))]);
-    assert!(out.iter().all(|e| !http(e).partial));
-}
-
-#[test]
-fn unseen_request_body_is_cut_by_the_next_request_line() {
-    let out = run(&[
-        req("POST /upload HTTP/1.1\r\nContent-Length: 100000\r\n\r\n"),
-        req("GET /status HTTP/1.1\r\n\r\n"),
-        resp("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
-        resp(OK_HELLO),
-    ]);
-    assert_eq!(summary(&out), vec![triple("POST", "/upload", Some(201)), triple("GET", "/status", Some(200))]);
-    assert!(http(&out[0]).partial);
-    assert_eq!(out[1].request_start_ns, 2000);
-}
-
-#[test]
-fn oversized_header_block_is_partial_and_bounded() {
-    let huge = format!("GET /h HTTP/1.1\r\nX-Big: {}\r\n", "a".repeat(40_000));
-    let out = run(&[req(&huge), req("more\r\n\r\n"), resp(OK_HELLO), req("GET /n HTTP/1.1\r\n\r\n"), resp(OK_HELLO)]);
-    assert_eq!(summary(&out), vec![triple("GET", "/h", Some(200)), triple("GET", "/n", Some(200))]);
-    assert!(http(&out[0]).partial);
-}
-
-#[test]
-fn strings_are_bounded_and_lossy() {
-    let target = format!("/{}", "é".repeat(3000));
-    let agent = format!("agent/\u{ff}{}", "x".repeat(1000));
-    let request = format!("GET {target} HTTP/1.1\r\nuser-agent: {agent}\r\nHOST: h\u{1}\r\n\r\n");
-    let mut bytes = request.into_bytes();
-    // Invalid UTF-8 in the user agent.
-    let at = bytes.windows(7).position(|w| w == b"agent/\xc3").unwrap() + 6;
-    bytes[at] = 0xff;
-    let out = run(&[Step { flow: Flow::Request, data: bytes, missing: 0 }, resp(OK_HELLO)]);
-    let h = http(&out[0]);
-    assert!(h.target.len() <= head::MAX_TARGET_LEN && h.target.len() > 2000);
-    assert!(h.target.starts_with("/é"));
-    let ua = h.user_agent.as_deref().unwrap();
-    assert!(ua.len() <= head::MAX_HEADER_VALUE_LEN);
-    assert!(ua.starts_with("agent/\u{fffd}"));
-    assert_eq!(h.host.as_deref(), Some("h\u{1}"));
-}
-
-#[test]
-fn pending_requests_are_bounded() {
-    let mut steps = Vec::new();
-    for i in 0..100 {
-        steps.push(req(&format!("GET /{i} HTTP/1.1\r\n\r\n")));
-    }
-    let mut session = Http1Session::new();
-    let mut out = Vec::new();
-    for (k, step) in steps.iter().enumerate() {
-        let chunk = Chunk { data: &step.data, missing: 0, first_byte_ns: k as u64, last_byte_ns: k as u64 };
-        session.feed(Flow::Request, chunk, &mut out);
-        assert!(session.pending.len() <= MAX_PENDING_REQUESTS);
-    }
-    assert_eq!(out.len(), 100 - MAX_PENDING_REQUESTS);
-    session.close(1000, &mut out);
-    assert_eq!(out.len(), 100);
-    assert!(out.iter().enumerate().all(|(i, e)| http(e).target == format!("/{i}") && e.response_start_ns.is_none()));
+    assert_eq!(http(&out[0]).request_body_len, Some(2));
+    assert_eq!(http(&out[0]).response_body_len, Some(1));
 }
 
 #[test]
@@ -544,50 +416,37 @@ fn connect_tunnel_ends_http_on_the_connection() {
         req("\u{16}\u{3}\u{1}\u{2}\u{0}tls"),
         resp("\u{16}\u{3}\u{3}tls"),
     ]);
-    assert_eq!(summary(&out), vec![triple("CONNECT", "example.com:443", Some(200))]);
-}
-
-#[test]
-fn response_without_request_is_dropped() {
-    let out = run(&[resp(OK_HELLO), req("GET /x HTTP/1.1\r\n\r\n"), resp(OK_HELLO)]);
-    assert_eq!(summary(&out), vec![triple("GET", "/x", Some(200))]);
-}
-
-#[test]
-fn close_in_the_middle_of_a_body_is_partial() {
-    let out = run(&[
-        req("POST /p HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345"),
-        resp("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n123"),
-    ]);
-    assert_eq!(summary(&out), vec![triple("POST", "/p", Some(200))]);
-    assert!(http(&out[0]).partial);
-    assert_eq!(http(&out[0]).request_body_len, Some(10));
-}
-
-#[test]
-fn header_block_cut_by_close_is_emitted_partial() {
-    let out = run(&[req("GET /cut HTTP/1.1\r\nHost: a\r\nUser-Ag")]);
-    assert_eq!(summary(&out), vec![triple("GET", "/cut", None)]);
-    assert!(http(&out[0]).partial);
-    assert_eq!(http(&out[0]).host.as_deref(), Some("a"));
-    assert_eq!(http(&out[0]).user_agent, None);
+    assert_eq!(
+        summary(&out),
+        vec![triple("CONNECT", "example.com:443", Some(200))]
+    );
 }
 
 #[test]
 fn bare_line_feeds_and_leading_blank_lines_are_tolerated() {
     let out = run(&[
         req("\r\nGET /lf HTTP/1.1\nHost: lf\nContent-Length: 2\n\nokGET /2 HTTP/1.1\n\n"),
-        resp("HTTP/1.1 200 OK\nContent-Length: 1\n\nx\r\nHTTP/1.1 200\r\nContent-Length: 0\r\n\r\n"),
+        resp(
+            "HTTP/1.1 200 OK\nContent-Length: 1\n\nx\r\nHTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+        ),
     ]);
-    assert_eq!(summary(&out), vec![triple("GET", "/lf", Some(200)), triple("GET", "/2", Some(200))]);
+    assert_eq!(
+        summary(&out),
+        vec![
+            triple("GET", "/lf", Some(200)),
+            triple("GET", "/2", Some(200))
+        ]
+    );
     assert!(out.iter().all(|e| !http(e).partial));
 }
 
 #[test]
 fn header_names_are_case_insensitive_and_first_value_wins() {
     let out = run(&[
-        req("GET / HTTP/1.1\r\nhOsT: one\r\nHost: two\r\nTRACEPARENT: 00-aa-bb-01\r\n\
-             TraceState: k=v\r\nX-Other: y\r\n\r\n"),
+        req(
+            "GET / HTTP/1.1\r\nhOsT: one\r\nHost: two\r\nTRACEPARENT: 00-aa-bb-01\r\n\
+             TraceState: k=v\r\nX-Other: y\r\n\r\n",
+        ),
         resp(OK_HELLO),
     ]);
     let h = http(&out[0]);
@@ -597,25 +456,17 @@ fn header_names_are_case_insensitive_and_first_value_wins() {
 }
 
 #[test]
-fn conflicting_content_lengths_lose_framing_safely() {
-    let out = run(&[
-        req("GET /a HTTP/1.1\r\n\r\n"),
-        resp("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"),
-        req("GET /b HTTP/1.1\r\n\r\n"),
-        resp(OK_HELLO),
-    ]);
-    assert_eq!(summary(&out), vec![triple("GET", "/a", Some(200)), triple("GET", "/b", Some(200))]);
-    assert!(http(&out[0]).partial);
-    assert!(!http(&out[1]).partial);
-}
-
-#[test]
 fn session_is_reusable_after_close() {
     let mut session = Http1Session::new();
     let mut out = Vec::new();
     for round in 0..2u64 {
         for (flow, data) in [(Flow::Request, GET), (Flow::Response, OK_HELLO)] {
-            let chunk = Chunk { data: data.as_bytes(), missing: 0, first_byte_ns: round, last_byte_ns: round };
+            let chunk = Chunk {
+                data: data.as_bytes(),
+                missing: 0,
+                first_byte_ns: round,
+                last_byte_ns: round,
+            };
             session.feed(flow, chunk, &mut out);
         }
         session.close(round, &mut out);
