@@ -79,6 +79,9 @@ pub struct RunArgs {
     /// Export query strings as sent instead of redacting their values.
     #[arg(long)]
     pub keep_query_strings: bool,
+    /// Export database statements with their literal values instead of `?`.
+    #[arg(long)]
+    pub keep_query_literals: bool,
     /// Write counters (events, losses, spans) as JSON to this file at exit.
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,
@@ -106,6 +109,7 @@ pub struct FileConfig {
     pub ring_buffer_mib: Option<RingBufferMib>,
     pub queue_size: Option<QueueSize>,
     pub keep_query_strings: Option<bool>,
+    pub keep_query_literals: Option<bool>,
     pub stats_file: Option<PathBuf>,
 }
 
@@ -119,6 +123,7 @@ pub struct RunConfig {
     pub ring_buffer_bytes: u32,
     pub queue_size: usize,
     pub keep_query_strings: bool,
+    pub keep_query_literals: bool,
     pub stats_file: Option<PathBuf>,
 }
 
@@ -238,6 +243,8 @@ impl RunArgs {
                 .or(file.queue_size.map(|v| v.0))
                 .unwrap_or(8192),
             keep_query_strings: self.keep_query_strings || file.keep_query_strings.unwrap_or(false),
+            keep_query_literals: self.keep_query_literals
+                || file.keep_query_literals.unwrap_or(false),
             stats_file: self.stats_file.or(file.stats_file),
         })
     }

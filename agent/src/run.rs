@@ -28,7 +28,7 @@ use crate::{
         pipeline::{ExportPipeline, ExportStatsSnapshot, PipelineOptions},
         terminal::{TerminalExporter, TerminalFormat},
     },
-    spans::{SpanFactory, SpanOptions, clock::monotonic_now_ns, http::HttpOptions},
+    spans::{SpanFactory, SpanOptions, clock::monotonic_now_ns, db::DbOptions, http::HttpOptions},
 };
 
 /// Bound on concurrently tracked connections (each holds a decoder).
@@ -124,6 +124,9 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         http: HttpOptions {
             keep_query_strings: cfg.keep_query_strings,
         },
+        db: DbOptions {
+            keep_literals: cfg.keep_query_literals,
+        },
     });
     let mut self_traffic = SelfTraffic::new(agent_tgid);
     let mut finished: Vec<Finished> = Vec::new();
@@ -212,7 +215,9 @@ fn submit(
         if self_traffic.is_agent_peer(&meta.tuple) {
             continue;
         }
-        pipeline.submit(factory.build(&meta, &exchange));
+        if let Some(span) = factory.build(&meta, &exchange) {
+            pipeline.submit(span);
+        }
     }
 }
 

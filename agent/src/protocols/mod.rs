@@ -6,6 +6,7 @@
 //! bytes: they never panic, never allocate without bound, and resynchronise after garbage.
 
 pub mod http1;
+pub mod sql;
 
 use std::fmt;
 
@@ -48,6 +49,43 @@ pub struct Exchange {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExchangeDetail {
     Http(HttpExchange),
+    Db(DbExchange),
+}
+
+/// One database operation (a query, a statement execution, a command) and its outcome.
+/// Text fields are raw as sent (bounded); the span stage sanitises `query_text`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DbExchange {
+    /// `db.system.name`: "postgresql", "mysql", "mariadb" or "redis".
+    pub system: &'static str,
+    /// `db.operation.name`: SELECT, INSERT, … for SQL; the command (GET, SET, …) for Redis.
+    pub operation: Option<String>,
+    /// `db.collection.name`: the table a simple statement works on, where it can be read.
+    pub collection: Option<String>,
+    /// `db.namespace`: the database (PostgreSQL/MySQL) or database index (Redis) in use.
+    pub namespace: Option<String>,
+    /// The statement text as sent (for prepared statements: the text they were prepared
+    /// from); for Redis the command line with its arguments.
+    pub query_text: Option<String>,
+    /// `db.response.status_code`: SQLSTATE, MySQL error number, or the Redis error prefix
+    /// (`ERR`, `WRONGTYPE`, …); `None` on success.
+    pub status_code: Option<String>,
+    /// The server's error message, when it failed.
+    pub error_message: Option<String>,
+    /// Rows returned or affected, where the protocol says.
+    pub rows: Option<u64>,
+    /// Part of the operation was not captured or not understood.
+    pub partial: bool,
+}
+
+/// A request whose head has been read, reported before its response arrives so that calls
+/// made while serving it can be linked to it (see `Session::take_started`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestStarted {
+    /// Equal to the `request_start_ns` of the exchange this request will complete as.
+    pub request_start_ns: u64,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// What an HTTP/1.x exchange carried that spans need. Strings are lossily decoded and bounded.
@@ -89,6 +127,9 @@ pub trait Session: Send {
     /// The connection ended: emit what is pending (a request without response, a response
     /// delimited by close).
     fn close(&mut self, at_ns: u64, out: &mut Vec<Exchange>);
+    /// Requests whose head was read since the last call, in order. Protocols that carry
+    /// trace context (HTTP) report them; others need not.
+    fn take_started(&mut self, _out: &mut Vec<RequestStarted>) {}
 }
 
 /// Every protocol, in detection order.

@@ -2,13 +2,17 @@
 //! and trace context.
 
 pub mod clock;
+pub mod db;
 pub mod http;
 pub mod model;
 pub mod resource;
 pub mod trace_context;
 
+use agent_common::Role;
+
 use self::{
     clock::Clock,
+    db::{DbOptions, db_span},
     http::{HttpOptions, http_span},
     model::{SpanKind, SpanRecord},
     resource::ResourceCache,
@@ -22,6 +26,7 @@ use crate::{
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SpanOptions {
     pub http: HttpOptions,
+    pub db: DbOptions,
 }
 
 /// Turns finished exchanges into span records.
@@ -52,12 +57,18 @@ impl SpanFactory {
         self.resources.forget(tgid);
     }
 
-    pub fn build(&mut self, meta: &ConnectionMeta, ex: &Exchange) -> SpanRecord {
+    /// The span for an exchange; `None` for a database's own view of its clients (their
+    /// CLIENT spans already tell the story).
+    pub fn build(&mut self, meta: &ConnectionMeta, ex: &Exchange) -> Option<SpanRecord> {
+        if matches!(ex.detail, ExchangeDetail::Db(_)) && meta.role == Role::Server {
+            return None;
+        }
         let (shape, incoming) = match &ex.detail {
             ExchangeDetail::Http(http) => (
                 http_span(http, meta.role, &meta.tuple, "http", self.opts.http),
                 http.traceparent.as_deref().and_then(parse_traceparent),
             ),
+            ExchangeDetail::Db(db) => (db_span(db, &meta.tuple, self.opts.db), None),
         };
         // Only a server continues the caller's trace; a client's outgoing traceparent would be
         // its own child's context, which the trace-assembly stage links.
@@ -75,7 +86,7 @@ impl SpanFactory {
             .unwrap_or(ex.request_end_ns)
             .max(ex.request_start_ns);
         self.created += 1;
-        SpanRecord {
+        Some(SpanRecord {
             trace_id,
             span_id: new_span_id(),
             parent_span_id,
@@ -89,6 +100,6 @@ impl SpanFactory {
             attributes: shape.attributes,
             status: shape.status,
             resource: self.resources.get(meta.tgid),
-        }
+        })
     }
 }

@@ -18,7 +18,7 @@ impl Receiver {
     }
 
     pub fn endpoint(&self) -> String {
-        self.inner.endpoint().to_string()
+        self.inner.endpoint()
     }
 
     pub fn span_count(&self) -> u64 {

@@ -1,0 +1,106 @@
+//! Database operations as CLIENT spans, with OpenTelemetry database semantic conventions.
+
+use agent_common::ConnTuple;
+
+use super::{
+    http::{SpanShape, address},
+    model::{AttrValue, SpanKind, SpanStatus},
+};
+use crate::protocols::{DbExchange, sql};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DbOptions {
+    /// Keep literal values in `db.query.text` instead of replacing them with `?`.
+    pub keep_literals: bool,
+}
+
+pub fn db_span(ex: &DbExchange, tuple: &ConnTuple, opts: DbOptions) -> SpanShape {
+    let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(10);
+    attrs.push(("db.system.name", AttrValue::from(ex.system)));
+    if let Some(op) = &ex.operation {
+        attrs.push(("db.operation.name", AttrValue::from(op.as_str())));
+    }
+    if let Some(c) = &ex.collection {
+        attrs.push(("db.collection.name", AttrValue::from(c.as_str())));
+    }
+    if let Some(ns) = &ex.namespace {
+        attrs.push(("db.namespace", AttrValue::from(ns.as_str())));
+    }
+    if let Some(text) = &ex.query_text {
+        let shown = if opts.keep_literals {
+            text.clone()
+        } else if ex.system == "redis" {
+            redact_redis_arguments(text)
+        } else {
+            sql::sanitize(text)
+        };
+        attrs.push(("db.query.text", AttrValue::Str(shown)));
+    }
+    if let Some(remote) = address(tuple.family, &tuple.remote_addr) {
+        attrs.push(("server.address", AttrValue::Str(remote.to_string())));
+        attrs.push(("server.port", AttrValue::Int(tuple.remote_port as i64)));
+        attrs.push(("network.peer.address", AttrValue::Str(remote.to_string())));
+        attrs.push(("network.peer.port", AttrValue::Int(tuple.remote_port as i64)));
+    }
+    if let Some(rows) = ex.rows {
+        attrs.push(("db.response.returned_rows", AttrValue::Int(rows as i64)));
+    }
+    let status = match &ex.status_code {
+        Some(code) => {
+            attrs.push(("db.response.status_code", AttrValue::from(code.as_str())));
+            attrs.push(("error.type", AttrValue::from(code.as_str())));
+            SpanStatus::Error {
+                message: ex.error_message.clone().unwrap_or_default(),
+            }
+        }
+        None => SpanStatus::Unset,
+    };
+    // `{operation} {collection}`, else the operation, else the system.
+    let name = match (&ex.operation, &ex.collection) {
+        (Some(op), Some(c)) => format!("{op} {c}"),
+        (Some(op), None) => op.clone(),
+        _ => ex.system.to_owned(),
+    };
+    SpanShape {
+        name,
+        kind: SpanKind::Client,
+        attributes: attrs,
+        status,
+    }
+}
+
+/// `SET user:1 secret EX 60` → `SET ? ? ? ?`: the command stays, every argument is hidden.
+fn redact_redis_arguments(text: &str) -> String {
+    let mut words = text.split_whitespace();
+    let Some(command) = words.next() else {
+        return String::new();
+    };
+    let mut out = command.to_owned();
+    for _ in words {
+        out.push_str(" ?");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_arguments_hidden_and_errors_flagged() {
+        let ex = DbExchange {
+            system: "redis",
+            operation: Some("SET".into()),
+            query_text: Some("SET user:1 secret".into()),
+            status_code: Some("WRONGTYPE".into()),
+            error_message: Some("WRONGTYPE Operation against a key".into()),
+            ..Default::default()
+        };
+        let s = db_span(&ex, &ConnTuple::UNKNOWN, DbOptions::default());
+        assert_eq!(s.name, "SET");
+        assert_eq!(s.kind, SpanKind::Client);
+        let text = s.attributes.iter().find(|(k, _)| *k == "db.query.text").unwrap();
+        assert_eq!(text.1, AttrValue::from("SET ? ?"));
+        assert!(matches!(s.status, SpanStatus::Error { .. }));
+    }
+}
