@@ -19,7 +19,7 @@ use crate::{
         probes::{KernelCounts, ProbeOptions, Probes},
         processes::ProcessSelector,
         self_traffic::SelfTraffic,
-        streams::{Connections, Finished, StreamStats},
+        streams::{Connections, Finished, StreamOutput, StreamStats},
     },
     config::{OutputFormat, RunConfig},
     export::{
@@ -28,7 +28,7 @@ use crate::{
         pipeline::{ExportPipeline, ExportStatsSnapshot, PipelineOptions},
         terminal::{TerminalExporter, TerminalFormat},
     },
-    spans::{SpanFactory, SpanOptions, clock::monotonic_now_ns, db::DbOptions, http::HttpOptions},
+    spans::{SpanFactory, assembly::AssemblyStats, SpanOptions, clock::monotonic_now_ns, db::DbOptions, http::HttpOptions},
 };
 
 /// Bound on concurrently tracked connections (each holds a decoder).
@@ -49,6 +49,7 @@ struct Stats {
     kernel: KernelCounts,
     streams: StreamStats,
     spans: SpanCounts,
+    assembly: AssemblyStats,
     export: ExportStatsSnapshot,
 }
 
@@ -167,6 +168,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             last_housekeeping = Instant::now();
             selector.rescan();
             connections.evict_idle(monotonic_now_ns(), &mut finished);
+            factory.evict_stale(monotonic_now_ns());
             self_traffic.refresh();
         }
     }
@@ -182,6 +184,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             created: factory.created,
             dropped_self_traffic: self_traffic.dropped,
         },
+        assembly: factory.assembly_stats(),
         export: export_stats.snapshot(),
     };
     // Detach every probe before reporting.
@@ -211,12 +214,25 @@ fn submit(
     self_traffic: &mut SelfTraffic,
     pipeline: &ExportPipeline,
 ) {
-    for (meta, exchange) in finished.drain(..) {
-        if self_traffic.is_agent_peer(&meta.tuple) {
-            continue;
-        }
-        if let Some(span) = factory.build(&meta, &exchange) {
-            pipeline.submit(span);
+    for output in finished.drain(..) {
+        match output {
+            StreamOutput::Started { meta, tid, started } => {
+                if !self_traffic.is_agent_peer(&meta.tuple) {
+                    factory.on_request_start(&meta, tid, &started);
+                }
+            }
+            StreamOutput::Finished {
+                meta,
+                tid,
+                exchange,
+            } => {
+                if self_traffic.is_agent_peer(&meta.tuple) {
+                    continue;
+                }
+                if let Some(span) = factory.build(&meta, tid, &exchange) {
+                    pipeline.submit(span);
+                }
+            }
         }
     }
 }

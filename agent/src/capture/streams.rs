@@ -7,7 +7,7 @@ use agent_common::{ConnTuple, Direction, Role};
 use serde::Serialize;
 
 use super::{events::DataEvent, procnet};
-use crate::protocols::{self, Chunk, Exchange, Flow, Protocol, Session};
+use crate::protocols::{self, Chunk, Exchange, Flow, Protocol, RequestStarted, Session};
 
 /// How many chunks may go by without a recognised protocol before a connection is ignored.
 const DETECTION_CHUNKS: u8 = 4;
@@ -18,6 +18,8 @@ const IDLE_TIMEOUT_NS: u64 = 300 * 1_000_000_000;
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionMeta {
     pub tgid: u32,
+    /// The kernel socket: with `tgid`, identifies the connection.
+    pub sock: u64,
     pub fd: i32,
     pub role: Role,
     pub tuple: ConnTuple,
@@ -54,8 +56,24 @@ pub struct Connections {
     stats: StreamStats,
 }
 
-/// One finished exchange and where it happened.
-pub type Finished = (ConnectionMeta, Exchange);
+/// What decoding a chunk produced, in order. `tid` is the thread whose syscall produced it.
+#[derive(Debug)]
+pub enum StreamOutput {
+    /// A request's head was read (server) or written (client).
+    Started {
+        meta: ConnectionMeta,
+        tid: u32,
+        started: RequestStarted,
+    },
+    /// A request met its response (or the connection's end).
+    Finished {
+        meta: ConnectionMeta,
+        tid: u32,
+        exchange: Exchange,
+    },
+}
+
+pub type Finished = StreamOutput;
 
 impl Connections {
     pub fn new(max_connections: usize) -> Self {
@@ -91,7 +109,10 @@ impl Connections {
         if conn.feed(ev, out) {
             self.stats.connections_unsupported += 1;
         }
-        self.stats.exchanges += (out.len() - before) as u64;
+        self.stats.exchanges += out[before..]
+            .iter()
+            .filter(|o| matches!(o, StreamOutput::Finished { .. }))
+            .count() as u64;
     }
 
     pub fn on_close(&mut self, tgid: u32, sock: u64, at_ns: u64, out: &mut Vec<Finished>) {
@@ -152,6 +173,7 @@ impl Connection {
         Self {
             meta: ConnectionMeta {
                 tgid: ev.tgid,
+                sock: ev.sock,
                 fd: ev.fd,
                 role,
                 tuple,
@@ -200,7 +222,19 @@ impl Connection {
         };
         let mut exchanges = Vec::new();
         session.feed(flow, chunk, &mut exchanges);
-        out.extend(exchanges.into_iter().map(|e| (self.meta, e)));
+        let mut started = Vec::new();
+        session.take_started(&mut started);
+        let (meta, tid) = (self.meta, ev.tid);
+        out.extend(
+            started
+                .into_iter()
+                .map(|started| StreamOutput::Started { meta, tid, started }),
+        );
+        out.extend(
+            exchanges
+                .into_iter()
+                .map(|exchange| StreamOutput::Finished { meta, tid, exchange }),
+        );
         false
     }
 
@@ -212,7 +246,12 @@ impl Connection {
         let mut exchanges = Vec::new();
         session.close(at_ns, &mut exchanges);
         let n = exchanges.len();
-        out.extend(exchanges.into_iter().map(|e| (self.meta, e)));
+        let meta = self.meta;
+        out.extend(exchanges.into_iter().map(|exchange| StreamOutput::Finished {
+            meta,
+            tid: 0,
+            exchange,
+        }));
         n
     }
 }

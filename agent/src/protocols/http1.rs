@@ -24,7 +24,9 @@ use std::collections::VecDeque;
 
 use self::head::{ContentLength, Head, StartLine, TransferEncoding};
 use self::reader::{Event, Framing, Input, Reader};
-use super::{Chunk, Exchange, ExchangeDetail, Flow, HttpExchange, Protocol, Session};
+use super::{
+    Chunk, Exchange, ExchangeDetail, Flow, HttpExchange, Protocol, RequestStarted, Session,
+};
 
 /// Requests queued without a response; beyond this the oldest is emitted unanswered.
 const MAX_PENDING_REQUESTS: usize = 64;
@@ -58,6 +60,8 @@ pub struct Http1Session {
     response: ResponseRole,
     /// After 101 Switching Protocols or a CONNECT tunnel the bytes are no longer HTTP/1.x.
     switched_protocols: bool,
+    /// Request heads read since the last `take_started`.
+    started: Vec<RequestStarted>,
 }
 
 struct PendingRequest {
@@ -96,6 +100,7 @@ impl Http1Session {
             request_in_body: None,
             response: ResponseRole::None,
             switched_protocols: false,
+            started: Vec::new(),
         }
     }
 
@@ -168,6 +173,13 @@ impl Http1Session {
         }
         let id = self.next_request_id;
         self.next_request_id += 1;
+        if self.started.len() < MAX_PENDING_REQUESTS {
+            self.started.push(RequestStarted {
+                request_start_ns: start_ns,
+                traceparent: head.traceparent.clone(),
+                tracestate: head.tracestate.clone(),
+            });
+        }
         self.pending.push_back(PendingRequest {
             id,
             request_start_ns: start_ns,
@@ -333,6 +345,10 @@ impl Session for Http1Session {
         self.pump(Flow::Response, &mut Input::end_of_stream(), out);
         out.extend(self.pending.drain(..).map(|p| p.into_exchange(None)));
         *self = Self::new();
+    }
+
+    fn take_started(&mut self, out: &mut Vec<RequestStarted>) {
+        out.append(&mut self.started);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Spans: exchanges become OpenTelemetry spans with semantic-convention attributes, resources
 //! and trace context.
 
+pub mod assembly;
 pub mod clock;
 pub mod db;
 pub mod http;
@@ -11,16 +12,16 @@ pub mod trace_context;
 use agent_common::Role;
 
 use self::{
+    assembly::{AssemblyStats, RequestKey, TraceAssembler},
     clock::Clock,
     db::{DbOptions, db_span},
     http::{HttpOptions, http_span},
     model::{SpanKind, SpanRecord},
     resource::ResourceCache,
-    trace_context::{new_span_id, new_trace_id, parse_traceparent},
 };
 use crate::{
     capture::streams::ConnectionMeta,
-    protocols::{Exchange, ExchangeDetail},
+    protocols::{Exchange, ExchangeDetail, RequestStarted},
 };
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -33,6 +34,7 @@ pub struct SpanOptions {
 pub struct SpanFactory {
     clock: Clock,
     resources: ResourceCache,
+    assembler: TraceAssembler,
     opts: SpanOptions,
     pub created: u64,
 }
@@ -42,6 +44,7 @@ impl SpanFactory {
         Self {
             clock: Clock::new(),
             resources: ResourceCache::new(),
+            assembler: TraceAssembler::new(),
             opts,
             created: 0,
         }
@@ -52,47 +55,73 @@ impl SpanFactory {
         self.resources.get(tgid);
     }
 
-    /// The process exec'd or exited: its resource must be read again next time.
+    /// The process exec'd or exited: its resource must be read again next time, and what it
+    /// had in flight is gone.
     pub fn forget_process(&mut self, tgid: u32) {
         self.resources.forget(tgid);
+        self.assembler.on_process_exit(tgid);
+    }
+
+    pub fn assembly_stats(&self) -> AssemblyStats {
+        self.assembler.stats.clone()
+    }
+
+    /// Periodic clean-up of requests that never ended.
+    pub fn evict_stale(&mut self, now_ns: u64) {
+        self.assembler.evict_stale(now_ns);
+    }
+
+    /// A request's head was seen: its span's ids are decided now (see [`assembly`]).
+    pub fn on_request_start(&mut self, meta: &ConnectionMeta, tid: u32, started: &RequestStarted) {
+        let key = RequestKey {
+            tgid: meta.tgid,
+            sock: meta.sock,
+            start_ns: started.request_start_ns,
+        };
+        self.assembler.on_request_start(
+            key,
+            meta.role,
+            &meta.tuple,
+            tid,
+            started.traceparent.as_deref(),
+            started.tracestate.as_deref(),
+        );
     }
 
     /// The span for an exchange; `None` for a database's own view of its clients (their
     /// CLIENT spans already tell the story).
-    pub fn build(&mut self, meta: &ConnectionMeta, ex: &Exchange) -> Option<SpanRecord> {
+    pub fn build(&mut self, meta: &ConnectionMeta, tid: u32, ex: &Exchange) -> Option<SpanRecord> {
         if matches!(ex.detail, ExchangeDetail::Db(_)) && meta.role == Role::Server {
             return None;
         }
-        let (shape, incoming) = match &ex.detail {
-            ExchangeDetail::Http(http) => (
-                http_span(http, meta.role, &meta.tuple, "http", self.opts.http),
-                http.traceparent.as_deref().and_then(parse_traceparent),
-            ),
-            ExchangeDetail::Db(db) => (db_span(db, &meta.tuple, self.opts.db), None),
+        let shape = match &ex.detail {
+            ExchangeDetail::Http(http) => {
+                http_span(http, meta.role, &meta.tuple, "http", self.opts.http)
+            }
+            ExchangeDetail::Db(db) => db_span(db, &meta.tuple, self.opts.db),
         };
-        // Only a server continues the caller's trace; a client's outgoing traceparent would be
-        // its own child's context, which the trace-assembly stage links.
-        let parent = incoming.filter(|_| shape.kind == SpanKind::Server);
-        let (trace_id, parent_span_id, flags, remote) = match &parent {
-            Some(tp) => (tp.trace_id, tp.parent_id, tp.flags, true),
-            None => (new_trace_id(), [0; 8], 1, false),
+        let key = RequestKey {
+            tgid: meta.tgid,
+            sock: meta.sock,
+            start_ns: ex.request_start_ns,
         };
-        let trace_state = match (&parent, &ex.detail) {
-            (Some(_), ExchangeDetail::Http(h)) => h.tracestate.clone(),
-            _ => None,
+        let role = match shape.kind {
+            SpanKind::Server => Role::Server,
+            SpanKind::Client => Role::Client,
         };
+        let ctx = self.assembler.on_request_end(key, role, &meta.tuple, tid);
         let end_ns = ex
             .response_end_ns
             .unwrap_or(ex.request_end_ns)
             .max(ex.request_start_ns);
         self.created += 1;
         Some(SpanRecord {
-            trace_id,
-            span_id: new_span_id(),
-            parent_span_id,
-            parent_is_remote: remote,
-            trace_flags: flags,
-            trace_state,
+            trace_id: ctx.trace_id,
+            span_id: ctx.span_id,
+            parent_span_id: ctx.parent_span_id,
+            parent_is_remote: ctx.parent_is_remote,
+            trace_flags: ctx.trace_flags,
+            trace_state: ctx.trace_state,
             name: shape.name,
             kind: shape.kind,
             start: self.clock.to_system_time(ex.request_start_ns),
