@@ -49,7 +49,9 @@ fuzz_target!(|input: &[u8]| {
 
 fn check(exchanges: &[Exchange]) {
     for exchange in exchanges {
-        let ExchangeDetail::Http(http) = &exchange.detail;
+        let ExchangeDetail::Http(http) = &exchange.detail else {
+            panic!("http1 emitted a non-HTTP exchange");
+        };
         assert!(exchange.request_start_ns <= exchange.request_end_ns);
         assert_eq!(
             exchange.response_start_ns.is_some(),

@@ -6,6 +6,8 @@
 //! bytes: they never panic, never allocate without bound, and resynchronise after garbage.
 
 pub mod http1;
+pub mod mysql;
+pub mod redis;
 pub mod sql;
 
 use std::fmt;
@@ -134,7 +136,7 @@ pub trait Session: Send {
 
 /// Every protocol, in detection order.
 pub fn all() -> &'static [&'static dyn Protocol] {
-    static ALL: [&dyn Protocol; 1] = [&http1::Http1];
+    static ALL: [&dyn Protocol; 3] = [&http1::Http1, &mysql::Mysql, &redis::Redis];
     &ALL
 }
 

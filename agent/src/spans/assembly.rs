@@ -29,6 +29,9 @@ use super::{
 
 /// Bound on requests in flight across all processes; past it the oldest are forgotten.
 const MAX_IN_FLIGHT: usize = 65536;
+/// A server request that started as a root this recently may still be claimed by its client:
+/// the server's read can be reported a moment before the client's write returns.
+const LATE_CALLER_WINDOW_NS: u64 = 50_000_000;
 /// Requests in flight longer than this are forgotten (their spans, if they ever end, still
 /// get the ids decided at their start).
 const MAX_IN_FLIGHT_NS: u64 = 300 * 1_000_000_000;
@@ -60,6 +63,8 @@ struct InFlight {
     ctx: SpanContext,
     role: Role,
     tid: u32,
+    /// Its key in `serving_conn` (server) or `calling` (client).
+    ends: Endpoints,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -68,6 +73,8 @@ pub struct AssemblyStats {
     pub server_continued_traceparent: u64,
     /// Server spans linked to a traced client span on this host.
     pub server_linked_to_local_client: u64,
+    /// Of those, linked after the fact because the server's read was reported first.
+    pub server_linked_late: u64,
     /// Client spans given a parent: by thread, as the only request in flight, by heuristic.
     pub client_parent_same_thread: u64,
     pub client_parent_only_request: u64,
@@ -85,6 +92,8 @@ pub struct TraceAssembler {
     serving: HashMap<u32, BTreeMap<(u64, u64), RequestKey>>,
     /// Client requests in flight per connection, as the server end will see it (mirrored).
     calling: HashMap<Endpoints, BTreeMap<u64, RequestKey>>,
+    /// Server requests in flight per connection, as the server sees it.
+    serving_conn: HashMap<Endpoints, BTreeMap<u64, RequestKey>>,
     /// Which server request a thread's last call was attributed to.
     thread_affinity: HashMap<u32, RequestKey>,
     pub stats: AssemblyStats,
@@ -133,6 +142,10 @@ impl TraceAssembler {
                     .entry(key.tgid)
                     .or_default()
                     .insert((key.start_ns, key.sock), key);
+                self.serving_conn
+                    .entry(endpoints(tuple))
+                    .or_default()
+                    .insert(key.start_ns, key);
             }
             _ => {
                 self.calling
@@ -141,7 +154,54 @@ impl TraceAssembler {
                     .insert(key.start_ns, key);
             }
         }
-        self.in_flight.insert(key, InFlight { ctx, role, tid });
+        let ends = if role == Role::Server {
+            endpoints(tuple)
+        } else {
+            self.claim_early_server(tuple, key.start_ns, &ctx);
+            mirrored(tuple)
+        };
+        self.in_flight.insert(
+            key,
+            InFlight {
+                ctx,
+                role,
+                tid,
+                ends,
+            },
+        );
+    }
+
+    /// The server end of this client's connection may already have reported the request (its
+    /// read returned before the client's write did): if it made itself a root moments ago,
+    /// make it this call's child, and move what it already started into this trace.
+    fn claim_early_server(&mut self, client_tuple: &ConnTuple, start_ns: u64, caller: &SpanContext) {
+        let Some(latest) = self
+            .serving_conn
+            .get(&mirrored(client_tuple))
+            .and_then(|m| m.values().next_back())
+            .copied()
+        else {
+            return;
+        };
+        let Some(server) = self.in_flight.get_mut(&latest) else {
+            return;
+        };
+        let fresh_root = server.ctx.parent_span_id == [0; 8]
+            && !server.ctx.parent_is_remote
+            && latest.start_ns.abs_diff(start_ns) <= LATE_CALLER_WINDOW_NS;
+        if !fresh_root {
+            return;
+        }
+        let orphan_trace = server.ctx.trace_id;
+        server.ctx.parent_span_id = caller.span_id;
+        for entry in self.in_flight.values_mut() {
+            if entry.ctx.trace_id == orphan_trace {
+                entry.ctx.trace_id = caller.trace_id;
+            }
+        }
+        self.stats.roots = self.stats.roots.saturating_sub(1);
+        self.stats.server_linked_to_local_client += 1;
+        self.stats.server_linked_late += 1;
     }
 
     /// A request ended (its exchange is complete): its ids, decided at its start — or now, for
@@ -155,7 +215,7 @@ impl TraceAssembler {
     ) -> SpanContext {
         match self.in_flight.remove(&key) {
             Some(entry) => {
-                self.unindex(key, entry.role, tuple);
+                self.unindex(key, entry.role, entry.ends);
                 entry.ctx
             }
             None => match role {
@@ -196,19 +256,7 @@ impl TraceAssembler {
     fn forget(&mut self, key: RequestKey) {
         if let Some(entry) = self.in_flight.remove(&key) {
             self.stats.evicted += 1;
-            match entry.role {
-                Role::Server => {
-                    if let Some(m) = self.serving.get_mut(&key.tgid) {
-                        m.remove(&(key.start_ns, key.sock));
-                    }
-                }
-                _ => {
-                    for m in self.calling.values_mut() {
-                        m.retain(|_, k| *k != key);
-                    }
-                    self.calling.retain(|_, m| !m.is_empty());
-                }
-            }
+            self.unindex(key, entry.role, entry.ends);
         }
     }
 
@@ -218,7 +266,7 @@ impl TraceAssembler {
         }
     }
 
-    fn unindex(&mut self, key: RequestKey, role: Role, tuple: &ConnTuple) {
+    fn unindex(&mut self, key: RequestKey, role: Role, ends: Endpoints) {
         match role {
             Role::Server => {
                 if let Some(m) = self.serving.get_mut(&key.tgid) {
@@ -227,9 +275,14 @@ impl TraceAssembler {
                         self.serving.remove(&key.tgid);
                     }
                 }
+                if let Some(m) = self.serving_conn.get_mut(&ends) {
+                    m.remove(&key.start_ns);
+                    if m.is_empty() {
+                        self.serving_conn.remove(&ends);
+                    }
+                }
             }
             _ => {
-                let ends = mirrored(tuple);
                 if let Some(m) = self.calling.get_mut(&ends) {
                     m.remove(&key.start_ns);
                     if m.is_empty() {
@@ -386,6 +439,24 @@ mod tests {
         assert_eq!(a.in_flight(), 0);
         assert_eq!(a.stats.server_linked_to_local_client, 1);
         assert_eq!(a.stats.client_parent_same_thread, 1);
+    }
+
+    #[test]
+    fn server_reported_before_its_client_is_claimed() {
+        let mut a = TraceAssembler::new();
+        let inbound = tuple(8000, 40000);
+        a.on_request_start(key(1, 100, 1_000), Role::Server, &inbound, 10, None, None);
+        // The user service's read is reported before the gateway's write.
+        let user_in = tuple(9000, 50000);
+        a.on_request_start(key(2, 200, 2_100), Role::Server, &user_in, 20, None, None);
+        let out = tuple(50000, 9000);
+        a.on_request_start(key(1, 101, 2_000), Role::Client, &out, 10, None, None);
+        let user = a.on_request_end(key(2, 200, 2_100), Role::Server, &user_in, 20);
+        let call = a.on_request_end(key(1, 101, 2_000), Role::Client, &out, 10);
+        let root = a.on_request_end(key(1, 100, 1_000), Role::Server, &inbound, 10);
+        assert_eq!(user.parent_span_id, call.span_id);
+        assert_eq!(user.trace_id, root.trace_id);
+        assert_eq!(a.stats.server_linked_late, 1);
     }
 
     #[test]

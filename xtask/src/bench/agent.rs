@@ -156,6 +156,15 @@ fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The parent pid (field 4) from a /proc/PID/stat line.
+pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Peak resident set size (VmHWM) in bytes.
 pub fn peak_rss(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -254,6 +263,7 @@ mod tests {
         let stat = "4242 (periscope (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 \
                     123 45 0 0 20 0 3 0 1000 100000000 2000 18446744073709551615";
         assert_eq!(parse_stat_cpu_ticks(stat), Some(168));
+        assert_eq!(parse_stat_ppid(stat), Some(1));
     }
 
     #[test]

@@ -22,12 +22,17 @@ const PATHS: [&str; 2] = [nginx::RETURN_PATH, nginx::STATIC_PATH];
 struct Round {
     pair: u32,
     wrk: Vec<(&'static str, WrkResult)>,
+    /// nginx (master and worker) CPU over the load, % of one core: with the agent, this includes
+    /// the time the kernel spends in its probes on nginx's behalf.
+    nginx_cpu_percent: f64,
     /// Present for traced rounds.
     agent: Option<AgentRound>,
 }
 
 struct AgentRound {
     cpu_percent: f64,
+    /// This process (the OTLP receiver; wrk is not counted) over the load, % of one core.
+    receiver_cpu_percent: f64,
     peak_rss: u64,
     spans: u64,
     stats: Stats,
@@ -115,11 +120,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 fn untraced_round(pair: u32, duration: Duration) -> Result<Round> {
     let mut nginx = Nginx::start()?;
+    let nginx_before = nginx.cpu_time();
+    let started = Instant::now();
     let wrk = load(&nginx, duration)?;
+    let nginx_cpu_percent = cpu_percent(
+        nginx.cpu_time().saturating_sub(nginx_before),
+        started.elapsed(),
+    );
     nginx.stop();
     Ok(Round {
         pair,
         wrk,
+        nginx_cpu_percent,
         agent: None,
     })
 }
@@ -151,10 +163,14 @@ fn traced_round(
     let spans_before = receiver.span_count();
 
     let cpu_before = agent::cpu_time(pid)?;
+    let receiver_before = agent::cpu_time(std::process::id())?;
+    let nginx_before = nginx.cpu_time();
     let started = Instant::now();
     let wrk = load(&nginx, duration)?;
     let elapsed = started.elapsed();
     let cpu_after = agent::cpu_time(pid)?;
+    let receiver_after = agent::cpu_time(std::process::id())?;
+    let nginx_cpu_percent = cpu_percent(nginx.cpu_time().saturating_sub(nginx_before), elapsed);
     let peak_rss = agent::peak_rss(pid)?;
 
     let exit = agent.stop()?;
@@ -167,13 +183,16 @@ fn traced_round(
             (Stats::default(), Value::Null)
         }
     };
-    let cpu_percent =
-        (cpu_after.saturating_sub(cpu_before)).as_secs_f64() / elapsed.as_secs_f64() * 100.0;
     Ok(Round {
         pair,
         wrk,
+        nginx_cpu_percent,
         agent: Some(AgentRound {
-            cpu_percent,
+            cpu_percent: cpu_percent(cpu_after.saturating_sub(cpu_before), elapsed),
+            receiver_cpu_percent: cpu_percent(
+                receiver_after.saturating_sub(receiver_before),
+                elapsed,
+            ),
             peak_rss,
             spans,
             stats,
@@ -211,6 +230,10 @@ fn settle(receiver: &Receiver) -> u64 {
     last
 }
 
+fn cpu_percent(cpu: Duration, wall: Duration) -> f64 {
+    cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9) * 100.0
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -229,7 +252,10 @@ fn print_round(round: &Round) {
     } else {
         "untraced"
     };
-    println!("\nround {} {mode}", round.pair);
+    println!(
+        "\nround {} {mode}: nginx CPU {:.1}% of one core",
+        round.pair, round.nginx_cpu_percent
+    );
     println!(
         "  {:<14} {:>11} {:>11} {:>9} {:>9} {:>7}",
         "path", "req/s", "requests", "p50", "p99", "errors"
@@ -248,10 +274,11 @@ fn print_round(round: &Round) {
     if let Some(a) = &round.agent {
         let requests = round.requests();
         println!(
-            "  agent: CPU {:.1}% of one core, peak RSS {:.1} MiB, exit {}",
+            "  agent: CPU {:.1}% of one core, peak RSS {:.1} MiB, {}; receiver CPU {:.1}%",
             a.cpu_percent,
             mib(a.peak_rss),
-            a.exit
+            a.exit,
+            a.receiver_cpu_percent
         );
         println!(
             "  spans: {} received for {} requests ({:.2}%); agent created {}, exported {}",
@@ -285,11 +312,13 @@ fn round_json(round: &Round) -> Value {
         "pair": round.pair,
         "traced": round.agent.is_some(),
         "requests": round.requests(),
+        "nginx_cpu_percent_of_one_core": round.nginx_cpu_percent,
         "wrk": wrk,
     });
     if let Some(a) = &round.agent {
         v["agent"] = json!({
             "cpu_percent_of_one_core": a.cpu_percent,
+            "receiver_cpu_percent_of_one_core": a.receiver_cpu_percent,
             "peak_rss_bytes": a.peak_rss,
             "spans_received": a.spans,
             "span_coverage_percent": percent(a.spans, round.requests()),
@@ -388,6 +417,17 @@ fn summarize(args: &BenchArgs, rounds: &[Round]) -> Value {
         "paths": paths_json,
         "rounds": rounds.iter().map(round_json).collect::<Vec<_>>(),
     });
+
+    let nginx_cpu =
+        |rs: &[&Round]| median(&rs.iter().map(|r| r.nginx_cpu_percent).collect::<Vec<_>>());
+    let fmt_pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}%"));
+    println!(
+        "  nginx CPU (median, % of one core): untraced {}, traced {}",
+        fmt_pct(nginx_cpu(&untraced)),
+        fmt_pct(nginx_cpu(&traced))
+    );
+    summary["nginx_cpu_percent_median"] =
+        json!({"untraced": nginx_cpu(&untraced), "traced": nginx_cpu(&traced)});
 
     if traced.is_empty() {
         println!("  traced rounds not run: goals not measured");

@@ -56,6 +56,16 @@ impl Nginx {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// CPU time used so far by the master and its workers.
+    pub fn cpu_time(&self) -> Duration {
+        let master = self.child.id();
+        let mut pids = vec![master];
+        pids.extend(children_of(master));
+        pids.into_iter()
+            .filter_map(|pid| super::agent::cpu_time(pid).ok())
+            .sum()
+    }
+
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -104,6 +114,22 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Processes whose parent is `parent` (nginx's workers).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| super::agent::parse_stat_ppid(&stat))
+                == Some(parent)
+        })
+        .collect()
 }
 
 fn nginx_binary() -> Option<PathBuf> {

@@ -106,7 +106,9 @@ fn render(exchanges: &[Exchange]) -> String {
     }
     let mut text = String::new();
     for (i, exchange) in exchanges.iter().enumerate() {
-        let ExchangeDetail::Http(h) = &exchange.detail;
+        let ExchangeDetail::Http(h) = &exchange.detail else {
+            panic!("not an HTTP exchange")
+        };
         let response = match (exchange.response_start_ns, exchange.response_end_ns) {
             (Some(start), Some(end)) => format!("{start}..{end}"),
             _ => "-".to_owned(),

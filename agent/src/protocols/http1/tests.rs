@@ -56,7 +56,9 @@ pub(super) fn run(steps: &[Step]) -> Vec<Exchange> {
 }
 
 pub(super) fn http(exchange: &Exchange) -> &HttpExchange {
-    let ExchangeDetail::Http(http) = &exchange.detail;
+    let ExchangeDetail::Http(http) = &exchange.detail else {
+        panic!("not an HTTP exchange")
+    };
     http
 }
 
