@@ -109,6 +109,13 @@ pub struct HttpExchange {
     /// Part of the exchange was not captured or could not be parsed (e.g. a chunked body lost
     /// its framing inside an uncaptured gap); the fields above are still right.
     pub partial: bool,
+    /// Request `Content-Type` (tells gRPC apart: `application/grpc…`).
+    pub content_type: Option<String>,
+    /// gRPC status from the `grpc-status` trailer (or trailers-only response headers).
+    pub grpc_status: Option<i64>,
+    pub grpc_message: Option<String>,
+    /// HTTP/2 only: the stream was reset (RST_STREAM) or cut by GOAWAY; the error code name.
+    pub reset: Option<String>,
 }
 
 /// A protocol the agent can decode.
