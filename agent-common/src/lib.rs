@@ -80,6 +80,12 @@ pub enum IoSyscall {
     SendFile = 9,
 }
 
+/// `DataEventHeader::flags`: plaintext captured inside OpenSSL, before encryption / after
+/// decryption.
+pub const DATA_FLAG_TLS: u8 = 1;
+/// `DataEventHeader::syscall` for TLS plaintext records.
+pub const TLS_SYSCALL: u8 = 100;
+
 /// Address family values as the kernel reports them.
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -121,9 +127,10 @@ pub struct DataEventHeader {
     pub kind: u8,
     /// A [`Direction`].
     pub direction: u8,
-    /// An [`IoSyscall`].
+    /// An [`IoSyscall`], or [`TLS_SYSCALL`] for plaintext seen in an OpenSSL call.
     pub syscall: u8,
-    pub _pad: u8,
+    /// [`DATA_FLAG_TLS`]: the payload is TLS plaintext from SSL_read/SSL_write, not socket bytes.
+    pub flags: u8,
     pub fd: i32,
     /// `bpf_get_current_pid_tgid()`: tgid in the high half, thread id in the low half.
     pub pid_tgid: u64,
@@ -188,9 +195,11 @@ pub enum Counter {
     InflightTableFull = 5,
     /// Control records (close, exec, exit) lost because the ring buffer was full.
     ControlEventsLost = 6,
+    /// TLS plaintext whose socket could not be told (no socket syscall seen for that SSL yet).
+    TlsUnattributed = 7,
 }
 
-pub const COUNTER_COUNT: u32 = 7;
+pub const COUNTER_COUNT: u32 = 8;
 
 /// Byte offsets of tracepoint fields, read by userspace from tracefs `format` files and handed
 /// to the kernel programs, so the programs never guess a layout.

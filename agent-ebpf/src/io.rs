@@ -14,8 +14,11 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::maps::{
-    EVENTS, INFLIGHT, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, config, count, is_traced,
+use crate::{
+    maps::{
+        EVENTS, INFLIGHT, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, config, count, is_traced,
+    },
+    tls,
 };
 
 /// Syscall tracepoint argument offsets: stable ABI (8 bytes of common fields, the syscall
@@ -129,16 +132,75 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
         let _ = SOCKET_FDS.insert(fd_key, io.sock, 0);
     }
 
-    let Some(event) = SCRATCH.get_ptr_mut(0) else {
+    // Inside SSL_read/SSL_write these bytes are ciphertext: remember which socket the SSL
+    // object uses, and let the uprobe report the plaintext instead.
+    if tls::note_socket(pid_tgid, io.sock, io.fd) {
         return Ok(());
-    };
-    // SAFETY: per-CPU scratch, exclusively ours while this program runs.
-    let event = unsafe { &mut *event };
+    }
+
     let total = if ret > u32::MAX as i64 {
         u32::MAX
     } else {
         ret as u32
     };
+    emit_payload(&Payload {
+        pid_tgid,
+        sock: io.sock,
+        fd: io.fd,
+        direction: io.direction,
+        syscall: io.syscall,
+        flags: 0,
+        enter_ns: io.enter_ns,
+        exit_ns,
+        total,
+        buf: io.buf,
+        iov: io.iov,
+        iovcnt: io.iovcnt,
+    });
+    Ok(())
+}
+
+/// Where a data record's bytes are and what to say about them. (BPF functions take at most
+/// five arguments, hence one struct.)
+pub struct Payload {
+    pub pid_tgid: u64,
+    pub sock: u64,
+    pub fd: i32,
+    pub direction: u8,
+    pub syscall: u8,
+    pub flags: u8,
+    pub enter_ns: u64,
+    pub exit_ns: u64,
+    /// Bytes moved.
+    pub total: u32,
+    /// One user buffer, or an iovec array (`iov`, `iovcnt`), or neither (count only).
+    pub buf: u64,
+    pub iov: u64,
+    pub iovcnt: u32,
+}
+
+/// Fill the scratch record with a header and a bounded copy of the payload, and hand it over.
+#[inline(always)]
+pub fn emit_payload(p: &Payload) {
+    let Payload {
+        pid_tgid,
+        sock,
+        fd,
+        direction,
+        syscall,
+        flags,
+        enter_ns,
+        exit_ns,
+        total,
+        buf,
+        iov,
+        iovcnt,
+    } = *p;
+    let Some(event) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, exclusively ours while this program runs.
+    let event = unsafe { &mut *event };
     let cfg = config();
     let mut want = if total < cfg.capture_bytes {
         total
@@ -151,33 +213,32 @@ pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     if want < total {
         count(Counter::PayloadTruncated);
     }
-    let captured = if io.buf != 0 {
-        copy_buffer(&mut event.payload, io.buf, want)
-    } else if io.iov != 0 {
-        copy_iovecs(&mut event.payload, io.iov, io.iovcnt, want)
+    let captured = if buf != 0 {
+        copy_buffer(&mut event.payload, buf, want)
+    } else if iov != 0 {
+        copy_iovecs(&mut event.payload, iov, iovcnt, want)
     } else {
         0
     };
-    let tuple = match unsafe { SOCK_TUPLES.get(io.sock) } {
+    let tuple = match unsafe { SOCK_TUPLES.get(sock) } {
         Some(t) => *t,
         None => ConnTuple::UNKNOWN,
     };
     event.header = DataEventHeader {
         kind: EventKind::Data as u8,
-        direction: io.direction,
-        syscall: io.syscall,
-        _pad: 0,
-        fd: io.fd,
+        direction,
+        syscall,
+        flags,
+        fd,
         pid_tgid,
-        sock: io.sock,
-        enter_ns: io.enter_ns,
+        sock,
+        enter_ns,
         exit_ns,
         total_len: total,
         captured_len: captured,
         tuple,
     };
     emit(event, captured);
-    Ok(())
 }
 
 fn emit(event: &agent_common::DataEvent, captured: u32) {

@@ -7,9 +7,13 @@ mod io;
 mod maps;
 mod process;
 mod sockets;
+mod tls;
 
 use agent_common::{Direction, IoSyscall};
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{tracepoint, uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
+};
 use io::Layout;
 
 macro_rules! io_entry {
@@ -80,6 +84,27 @@ pub fn process_fork(ctx: TracePointContext) -> u32 {
     let _ = process::try_fork(&ctx);
     0
 }
+
+macro_rules! tls_probes {
+    ($enter:ident, $ret:ident, $direction:ident, $ex:expr) => {
+        #[uprobe]
+        pub fn $enter(ctx: ProbeContext) -> u32 {
+            let _ = tls::try_enter(&ctx, Direction::$direction, $ex);
+            0
+        }
+
+        #[uretprobe]
+        pub fn $ret(ctx: RetProbeContext) -> u32 {
+            let _ = tls::try_return(&ctx, $ex);
+            0
+        }
+    };
+}
+
+tls_probes!(ssl_read_enter, ssl_read_return, Ingress, false);
+tls_probes!(ssl_read_ex_enter, ssl_read_ex_return, Ingress, true);
+tls_probes!(ssl_write_enter, ssl_write_return, Egress, false);
+tls_probes!(ssl_write_ex_enter, ssl_write_ex_return, Egress, true);
 
 #[cfg(not(test))]
 #[panic_handler]

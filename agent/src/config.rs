@@ -79,6 +79,9 @@ pub struct RunArgs {
     /// Export query strings as sent instead of redacting their values.
     #[arg(long)]
     pub keep_query_strings: bool,
+    /// Do not attach the OpenSSL uprobes (TLS traffic is then not decoded).
+    #[arg(long)]
+    pub no_tls: bool,
     /// Export database statements with their literal values instead of `?`.
     #[arg(long)]
     pub keep_query_literals: bool,
@@ -110,6 +113,8 @@ pub struct FileConfig {
     pub queue_size: Option<QueueSize>,
     pub keep_query_strings: Option<bool>,
     pub keep_query_literals: Option<bool>,
+    /// Attach the OpenSSL uprobes (default true).
+    pub tls: Option<bool>,
     pub stats_file: Option<PathBuf>,
 }
 
@@ -124,6 +129,7 @@ pub struct RunConfig {
     pub queue_size: usize,
     pub keep_query_strings: bool,
     pub keep_query_literals: bool,
+    pub tls: bool,
     pub stats_file: Option<PathBuf>,
 }
 
@@ -245,6 +251,7 @@ impl RunArgs {
             keep_query_strings: self.keep_query_strings || file.keep_query_strings.unwrap_or(false),
             keep_query_literals: self.keep_query_literals
                 || file.keep_query_literals.unwrap_or(false),
+            tls: !self.no_tls && file.tls.unwrap_or(true),
             stats_file: self.stats_file.or(file.stats_file),
         })
     }

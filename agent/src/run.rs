@@ -19,6 +19,7 @@ use crate::{
         probes::{KernelCounts, ProbeOptions, Probes},
         processes::ProcessSelector,
         self_traffic::SelfTraffic,
+        tls::TlsProbes,
         streams::{Connections, Finished, StreamOutput, StreamStats},
     },
     config::{OutputFormat, RunConfig},
@@ -36,6 +37,8 @@ const MAX_CONNECTIONS: usize = 65536;
 /// How long a trace may stay quiet before the terminal view prints it.
 const TREE_QUIET_PERIOD: Duration = Duration::from_millis(1500);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+/// How often traced processes' memory maps are searched for newly loaded libssl.
+const TLS_RESCAN_EVERY: Duration = Duration::from_secs(2);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Serialize)]
@@ -107,6 +110,8 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     };
     let mut selector = ProcessSelector::new(cfg.selection.clone(), agent_tgid, table);
     selector.rescan();
+    let mut tls = TlsProbes::new(cfg.tls);
+    tls.scan(probes.ebpf_mut(), selector.traced_pids().into_iter());
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -132,6 +137,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut self_traffic = SelfTraffic::new(agent_tgid);
     let mut finished: Vec<Finished> = Vec::new();
     let mut last_housekeeping = Instant::now();
+    let mut last_tls_scan = Instant::now();
     let ring_fd = ring.as_raw_fd();
 
     while !stop.load(Ordering::Relaxed) {
@@ -170,6 +176,10 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             connections.evict_idle(monotonic_now_ns(), &mut finished);
             factory.evict_stale(monotonic_now_ns());
             self_traffic.refresh();
+        }
+        if last_tls_scan.elapsed() >= TLS_RESCAN_EVERY {
+            last_tls_scan = Instant::now();
+            tls.scan(probes.ebpf_mut(), selector.traced_pids().into_iter());
         }
     }
 

@@ -1,7 +1,8 @@
 //! Decoding ring-buffer records into typed events, without copying payloads.
 
 use agent_common::{
-    CloseEvent, ConnTuple, DataEventHeader, Direction, EventKind, ProcessEvent, Role,
+    CloseEvent, ConnTuple, DATA_FLAG_TLS, DataEventHeader, Direction, EventKind, ProcessEvent,
+    Role,
 };
 
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub struct DataEvent<'a> {
     pub total_len: u32,
     pub tuple: ConnTuple,
     pub role: Role,
+    /// TLS plaintext from the OpenSSL uprobes rather than bytes seen on the socket.
+    pub tls: bool,
     pub payload: &'a [u8],
 }
 
@@ -59,6 +62,7 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent<'_>> {
                 exit_ns: header.exit_ns,
                 total_len: header.total_len,
                 role: Role::from_u8(header.tuple.role),
+                tls: header.flags & DATA_FLAG_TLS != 0,
                 tuple: header.tuple,
                 payload: bytes.get(start..end)?,
             }))
@@ -111,7 +115,7 @@ mod tests {
             kind: EventKind::Data as u8,
             direction: Direction::Egress as u8,
             syscall: 2,
-            _pad: 0,
+            flags: 0,
             fd: 7,
             pid_tgid: (42u64 << 32) | 43,
             sock: 0xdead,

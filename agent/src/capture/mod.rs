@@ -6,6 +6,7 @@
 //! - [`processes`] keeps the kernel's process selection up to date;
 //! - [`procnet`] answers from /proc what the kernel did not see (connections older than us);
 //! - [`self_traffic`] keeps the agent's own export traffic out of the spans;
+//! - [`tls`] attaches the OpenSSL uprobes to every libssl in use;
 //! - [`streams`] routes bytes to per-connection protocol decoders.
 
 pub mod events;
@@ -14,4 +15,5 @@ pub mod processes;
 pub mod procnet;
 pub mod self_traffic;
 pub mod streams;
+pub mod tls;
 pub mod tracefs;

@@ -126,6 +126,11 @@ impl Probes {
         })
     }
 
+    /// The loaded object, for attaching programs later (uprobes on libraries found at run time).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     /// The ring buffer all kernel records arrive on. Can be taken once.
     pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
         let map = self.ebpf.take_map("EVENTS").context("EVENTS map missing")?;
@@ -191,6 +196,7 @@ pub struct KernelCounts {
     pub copy_failed: u64,
     pub inflight_table_full: u64,
     pub control_events_lost: u64,
+    pub tls_unattributed: u64,
 }
 
 impl KernelCounts {
@@ -220,6 +226,7 @@ impl KernelCounters {
             copy_failed: at(Counter::CopyFailed),
             inflight_table_full: at(Counter::InflightTableFull),
             control_events_lost: at(Counter::ControlEventsLost),
+            tls_unattributed: at(Counter::TlsUnattributed),
         }
     }
 }

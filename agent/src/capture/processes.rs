@@ -76,6 +76,15 @@ impl ProcessSelector {
         self.traced.len()
     }
 
+    /// The processes traced now: the selected ones, or every process when not filtering.
+    pub fn traced_pids(&self) -> Vec<u32> {
+        if self.selection.is_filtering() {
+            self.traced.iter().copied().collect()
+        } else {
+            all_pids().filter(|p| *p != self.agent_tgid).collect()
+        }
+    }
+
     /// Walk /proc and select every matching process not selected yet. Children forked by a
     /// selected process are added by the kernel itself.
     pub fn rescan(&mut self) {

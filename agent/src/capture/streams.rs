@@ -24,6 +24,8 @@ pub struct ConnectionMeta {
     pub role: Role,
     pub tuple: ConnTuple,
     pub protocol: &'static str,
+    /// The bytes are TLS plaintext (from the OpenSSL probes).
+    pub tls: bool,
 }
 
 enum DecodeState {
@@ -51,7 +53,9 @@ pub struct StreamStats {
 }
 
 pub struct Connections {
-    table: HashMap<(u32, u64), Connection>,
+    /// Keyed by process, socket and whether the stream is TLS plaintext: the ciphertext of a
+    /// TLS connection (its handshake) and its plaintext are separate streams.
+    table: HashMap<(u32, u64, bool), Connection>,
     max_connections: usize,
     stats: StreamStats,
 }
@@ -92,7 +96,7 @@ impl Connections {
     }
 
     pub fn on_data(&mut self, ev: &DataEvent<'_>, out: &mut Vec<Finished>) {
-        let key = (ev.tgid, ev.sock);
+        let key = (ev.tgid, ev.sock, ev.tls);
         if !self.table.contains_key(&key) {
             if self.table.len() >= self.max_connections {
                 self.stats.connections_dropped_table_full += 1;
@@ -116,8 +120,10 @@ impl Connections {
     }
 
     pub fn on_close(&mut self, tgid: u32, sock: u64, at_ns: u64, out: &mut Vec<Finished>) {
-        if let Some(conn) = self.table.remove(&(tgid, sock)) {
-            self.stats.exchanges += conn.finish(at_ns, out) as u64;
+        for tls in [false, true] {
+            if let Some(conn) = self.table.remove(&(tgid, sock, tls)) {
+                self.stats.exchanges += conn.finish(at_ns, out) as u64;
+            }
         }
     }
 
@@ -126,7 +132,7 @@ impl Connections {
         let keys: Vec<_> = self
             .table
             .keys()
-            .filter(|(t, _)| *t == tgid)
+            .filter(|(t, _, _)| *t == tgid)
             .copied()
             .collect();
         for key in keys {
@@ -178,6 +184,7 @@ impl Connection {
                 role,
                 tuple,
                 protocol: "",
+                tls: ev.tls,
             },
             state: DecodeState::Detecting { chunks_seen: 0 },
             last_seen_ns: ev.exit_ns,

@@ -373,7 +373,10 @@ impl Session for MysqlSession {
         while let Some(mut pending) = self.core.pending.pop_front() {
             // A response cut by the close (or never understood) ended with the last bytes seen.
             let end = pending.response_start_ns.map(|_| end_ns);
-            pending.partial |= end.is_some();
+            if end.is_some() {
+                pending.partial = true;
+                pending.counted_rows = false;
+            }
             self.core.emit(pending, end, out);
         }
         *self = Self::new();
@@ -742,6 +745,8 @@ impl Core {
         self.response_lost = true;
         if let Some(front) = self.pending.front_mut() {
             front.partial = true;
+            // Rows were not all seen.
+            front.counted_rows = false;
         }
     }
 

@@ -96,7 +96,8 @@ impl SpanFactory {
         }
         let shape = match &ex.detail {
             ExchangeDetail::Http(http) => {
-                http_span(http, meta.role, &meta.tuple, "http", self.opts.http)
+                let scheme = if meta.tls { "https" } else { "http" };
+                http_span(http, meta.role, &meta.tuple, scheme, self.opts.http)
             }
             ExchangeDetail::Db(db) => db_span(db, &meta.tuple, self.opts.db),
         };

@@ -20,7 +20,7 @@ const MAX_NAME_KEPT: usize = 256;
 /// What the reader reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Event {
-    /// A whole message; its kept body prefix is in [`Reader::body`].
+    /// A whole message; its kept body prefix is in [`Reader::take_body`].
     Message(Message),
     /// A single byte answering an SSL or GSS encryption request.
     Byte { byte: u8, at_ns: u64 },
@@ -100,9 +100,13 @@ impl Reader {
         }
     }
 
-    /// The kept prefix of the last message's body.
-    pub fn body(&self) -> &[u8] {
-        &self.body
+    /// The kept prefix of the last message's body (give it back with [`Reader::put_body`]).
+    pub fn take_body(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.body)
+    }
+
+    pub fn put_body(&mut self, body: Vec<u8>) {
+        self.body = body;
     }
 
     pub fn begin_chunk(&mut self, first_ns: u64, last_ns: u64) {
@@ -119,10 +123,6 @@ impl Reader {
         self.untyped = untyped;
     }
 
-    pub fn is_untyped(&self) -> bool {
-        self.untyped
-    }
-
     /// The next byte is a bare answer to an SSL/GSS request.
     pub fn expect_single_byte(&mut self) {
         if self.state == State::Header && self.header_len == 0 {
@@ -132,11 +132,6 @@ impl Reader {
 
     pub fn is_lost(&self) -> bool {
         self.state == State::Lost
-    }
-
-    /// Between messages (no message partly read).
-    pub fn at_boundary(&self) -> bool {
-        self.state == State::Header && self.header_len == 0
     }
 
     /// Picks the stream up again at the start of a chunk, if the framing was lost and `data`

@@ -1,0 +1,139 @@
+//! Attaching the OpenSSL uprobes to every libssl that traced processes map, including
+//! libraries first mapped after the agent started (found by rescanning /proc/PID/maps).
+
+use std::{
+    collections::HashSet,
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    programs::{UProbe, uprobe::UProbeScope},
+};
+
+/// (entry program, return program, symbol). The `_ex` forms are absent before OpenSSL 1.1.1.
+const PROBES: &[(&str, &str, &str)] = &[
+    ("ssl_read_enter", "ssl_read_return", "SSL_read"),
+    ("ssl_write_enter", "ssl_write_return", "SSL_write"),
+    ("ssl_read_ex_enter", "ssl_read_ex_return", "SSL_read_ex"),
+    ("ssl_write_ex_enter", "ssl_write_ex_return", "SSL_write_ex"),
+];
+
+pub struct TlsProbes {
+    /// Libraries already handled, by (device, inode): one attachment covers every process
+    /// mapping that file.
+    attached: HashSet<(u64, u64)>,
+    pub libraries: Vec<PathBuf>,
+    loaded: bool,
+    disabled: bool,
+}
+
+impl TlsProbes {
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            attached: HashSet::new(),
+            libraries: Vec::new(),
+            loaded: false,
+            disabled: !enabled,
+        }
+    }
+
+    /// Look for libssl in these processes' memory maps and attach to any new one.
+    pub fn scan(&mut self, ebpf: &mut Ebpf, pids: impl Iterator<Item = u32>) {
+        if self.disabled {
+            return;
+        }
+        for pid in pids {
+            for lib in libssl_paths(pid) {
+                // Reach the file through the process's root: it may live in another mount
+                // namespace (a container).
+                let path = PathBuf::from(format!("/proc/{pid}/root")).join(
+                    lib.strip_prefix("/").unwrap_or(&lib),
+                );
+                let Ok(meta) = fs::metadata(&path) else {
+                    continue;
+                };
+                if !self.attached.insert((meta.dev(), meta.ino())) {
+                    continue;
+                }
+                match self.attach(ebpf, &path) {
+                    Ok(n) => {
+                        log::info!("TLS: {n} OpenSSL probes on {}", lib.display());
+                        self.libraries.push(lib);
+                    }
+                    Err(e) => {
+                        log::warn!("TLS: cannot probe {}: {e:#}", lib.display());
+                    }
+                }
+            }
+        }
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<usize> {
+        if !self.loaded {
+            for (enter, ret, _) in PROBES {
+                for name in [enter, ret] {
+                    let program: &mut UProbe = ebpf
+                        .program_mut(name)
+                        .ok_or_else(|| anyhow::anyhow!("program {name} missing"))?
+                        .try_into()?;
+                    program.load()?;
+                }
+            }
+            self.loaded = true;
+        }
+        let mut attached = 0;
+        for (enter, ret, symbol) in PROBES {
+            for name in [enter, ret] {
+                let program: &mut UProbe = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| anyhow::anyhow!("program {name} missing"))?
+                    .try_into()?;
+                match program.attach(*symbol, path, UProbeScope::AllProcesses) {
+                    Ok(_) => attached += 1,
+                    // SSL_read_ex/SSL_write_ex do not exist in older libraries.
+                    Err(e) if symbol.ends_with("_ex") => {
+                        log::debug!("{symbol} not probed in {}: {e}", path.display());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(attached)
+    }
+}
+
+/// Paths of the libssl files a process maps.
+fn libssl_paths(pid: u32) -> Vec<PathBuf> {
+    let Ok(maps) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| {
+            Path::new(path)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libssl.so"))
+        })
+        .map(PathBuf::from)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_no_libssl_in_a_process_without_one_and_tolerates_missing_pids() {
+        assert!(libssl_paths(u32::MAX).is_empty());
+        // The test binary does not link OpenSSL.
+        assert!(libssl_paths(std::process::id()).is_empty());
+    }
+}
