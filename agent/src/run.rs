@@ -38,7 +38,9 @@ const MAX_CONNECTIONS: usize = 65536;
 const TREE_QUIET_PERIOD: Duration = Duration::from_millis(1500);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 /// How often traced processes' memory maps are searched for newly loaded libssl.
-const TLS_RESCAN_EVERY: Duration = Duration::from_secs(2);
+const TLS_RESCAN_EVERY: Duration = Duration::from_secs(10);
+/// After an exec, how long to wait for the dynamic loader before looking.
+const TLS_EXEC_DELAY: Duration = Duration::from_millis(100);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Serialize)]
@@ -111,6 +113,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut selector = ProcessSelector::new(cfg.selection.clone(), agent_tgid, table);
     selector.rescan();
     let mut tls = TlsProbes::new(cfg.tls);
+    tls.scan_system(probes.ebpf_mut());
     tls.scan(probes.ebpf_mut(), selector.traced_pids().into_iter());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -138,6 +141,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut finished: Vec<Finished> = Vec::new();
     let mut last_housekeeping = Instant::now();
     let mut last_tls_scan = Instant::now();
+    let mut tls_pending: Vec<(Instant, u32)> = Vec::new();
     let ring_fd = ring.as_raw_fd();
 
     while !stop.load(Ordering::Relaxed) {
@@ -156,6 +160,10 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 Some(KernelEvent::Exec { tgid }) => {
                     factory.forget_process(tgid);
                     selector.on_exec(tgid);
+                    // Its libraries are mapped right after exec: look for a private libssl soon.
+                    if tls_pending.len() < 4096 {
+                        tls_pending.push((Instant::now() + TLS_EXEC_DELAY, tgid));
+                    }
                 }
                 Some(KernelEvent::Exit { tgid, at_ns }) => {
                     connections.on_process_exit(tgid, at_ns, &mut finished);
@@ -177,7 +185,18 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             factory.evict_stale(monotonic_now_ns());
             self_traffic.refresh();
         }
+        if tls_pending.first().is_some_and(|(due, _)| *due <= Instant::now()) {
+            let now = Instant::now();
+            let due: Vec<u32> = tls_pending
+                .iter()
+                .filter(|(at, _)| *at <= now)
+                .map(|(_, pid)| *pid)
+                .collect();
+            tls_pending.retain(|(at, _)| *at > now);
+            tls.scan(probes.ebpf_mut(), due.into_iter());
+        }
         if last_tls_scan.elapsed() >= TLS_RESCAN_EVERY {
+            // Libraries loaded later (dlopen) show up here.
             last_tls_scan = Instant::now();
             tls.scan(probes.ebpf_mut(), selector.traced_pids().into_iter());
         }

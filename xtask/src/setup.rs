@@ -229,24 +229,35 @@ fn rust_src() -> Result<()> {
     Ok(())
 }
 
-/// rustfmt and clippy for the default toolchain (`cargo xtask test` runs both).
+/// rustfmt and clippy for the default toolchain, and clippy for nightly (the kernel crate is
+/// linted for its own target): `cargo xtask test` runs them.
 fn lint_tools() -> Result<()> {
-    let missing: Vec<&str> = [("rustfmt", "rustfmt"), ("clippy", "cargo-clippy")]
-        .into_iter()
-        .filter(|(component, program)| {
-            let ok = output_if_ok(Command::new(program).arg("--version")).is_some();
-            status(
-                &format!("{component} (default toolchain)"),
-                if ok { "present" } else { "missing: installing" },
-            );
-            !ok
-        })
-        .map(|(component, _)| component)
-        .collect();
-    if !missing.is_empty() {
-        run(Command::new("rustup")
-            .args(["component", "add"])
-            .args(&missing))?;
+    let tools: [(&str, Option<&str>, &str); 3] = [
+        ("rustfmt", None, "rustfmt"),
+        ("clippy", None, "cargo-clippy"),
+        ("clippy", Some(NIGHTLY), "cargo-clippy"),
+    ];
+    for (component, toolchain, program) in tools {
+        let mut check = match toolchain {
+            None => Command::new(program),
+            Some(t) => {
+                let mut c = Command::new("rustup");
+                c.args(["run", t, program]);
+                c
+            }
+        };
+        let label = format!("{component} ({})", toolchain.unwrap_or("default toolchain"));
+        if output_if_ok(check.arg("--version")).is_some() {
+            status(&label, "present");
+            continue;
+        }
+        status(&label, "missing: installing");
+        let mut add = Command::new("rustup");
+        add.args(["component", "add", component]);
+        if let Some(t) = toolchain {
+            add.args(["--toolchain", t]);
+        }
+        run(&mut add)?;
     }
     Ok(())
 }

@@ -21,6 +21,16 @@ const PROBES: &[(&str, &str, &str)] = &[
     ("ssl_write_ex_enter", "ssl_write_ex_return", "SSL_write_ex"),
 ];
 
+/// Where distributions keep the system OpenSSL.
+const SYSTEM_LIBRARY_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib64",
+    "/usr/local/lib",
+];
+
 pub struct TlsProbes {
     /// Libraries already handled, by (device, inode): one attachment covers every process
     /// mapping that file.
@@ -40,6 +50,28 @@ impl TlsProbes {
         }
     }
 
+    /// Attach to the libssl files in the usual library directories, before any process is
+    /// seen using them: a program started later is then traced from its first request.
+    pub fn scan_system(&mut self, ebpf: &mut Ebpf) {
+        if self.disabled {
+            return;
+        }
+        for dir in SYSTEM_LIBRARY_DIRS {
+            let Ok(entries) = fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let is_libssl = entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("libssl.so."));
+                if is_libssl {
+                    self.attach_file(ebpf, &entry.path(), &entry.path());
+                }
+            }
+        }
+    }
+
     /// Look for libssl in these processes' memory maps and attach to any new one.
     pub fn scan(&mut self, ebpf: &mut Ebpf, pids: impl Iterator<Item = u32>) {
         if self.disabled {
@@ -49,25 +81,27 @@ impl TlsProbes {
             for lib in libssl_paths(pid) {
                 // Reach the file through the process's root: it may live in another mount
                 // namespace (a container).
-                let path = PathBuf::from(format!("/proc/{pid}/root")).join(
-                    lib.strip_prefix("/").unwrap_or(&lib),
-                );
-                let Ok(meta) = fs::metadata(&path) else {
-                    continue;
-                };
-                if !self.attached.insert((meta.dev(), meta.ino())) {
-                    continue;
-                }
-                match self.attach(ebpf, &path) {
-                    Ok(n) => {
-                        log::info!("TLS: {n} OpenSSL probes on {}", lib.display());
-                        self.libraries.push(lib);
-                    }
-                    Err(e) => {
-                        log::warn!("TLS: cannot probe {}: {e:#}", lib.display());
-                    }
-                }
+                let path = PathBuf::from(format!("/proc/{pid}/root"))
+                    .join(lib.strip_prefix("/").unwrap_or(&lib));
+                self.attach_file(ebpf, &path, &lib);
             }
+        }
+    }
+
+    /// Attach to one library file unless it (the same inode) is attached already.
+    fn attach_file(&mut self, ebpf: &mut Ebpf, path: &Path, shown: &Path) {
+        let Ok(meta) = fs::metadata(path) else {
+            return;
+        };
+        if !self.attached.insert((meta.dev(), meta.ino())) {
+            return;
+        }
+        match self.attach(ebpf, path) {
+            Ok(n) => {
+                log::info!("TLS: {n} OpenSSL probes on {}", shown.display());
+                self.libraries.push(shown.to_path_buf());
+            }
+            Err(e) => log::warn!("TLS: cannot probe {}: {e:#}", shown.display()),
         }
     }
 

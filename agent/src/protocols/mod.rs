@@ -7,6 +7,7 @@
 
 pub mod http1;
 pub mod mysql;
+pub mod postgres;
 pub mod redis;
 pub mod sql;
 
@@ -143,7 +144,12 @@ pub trait Session: Send {
 
 /// Every protocol, in detection order.
 pub fn all() -> &'static [&'static dyn Protocol] {
-    static ALL: [&dyn Protocol; 3] = [&http1::Http1, &mysql::Mysql, &redis::Redis];
+    static ALL: [&dyn Protocol; 4] = [
+        &http1::Http1,
+        &mysql::Mysql,
+        &postgres::Postgres,
+        &redis::Redis,
+    ];
     &ALL
 }
 

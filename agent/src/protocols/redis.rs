@@ -38,6 +38,7 @@ mod tests;
 
 use std::collections::VecDeque;
 
+pub use self::command::MAX_TEXT_LEN;
 use self::command::{Command, CommandReader, Event};
 use self::reply::{Reply, ReplyReader};
 use super::{Chunk, DbExchange, Exchange, ExchangeDetail, Flow, Protocol, Session};

@@ -1,0 +1,147 @@
+//! End to end: HTTPS served and called by unmodified programs linked to OpenSSL; the agent
+//! reads the plaintext through its uprobes and never mistakes ciphertext for requests.
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use common::{Agent, Program, curl, free_port, require_capture, serial, wait_for_port, workload};
+use periscope_tests::{OtlpReceiver, ReceivedSpan, Transport};
+
+fn named<'a>(spans: &'a [ReceivedSpan], service: &str, kind: &str, name: &str) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.service_name == service && s.kind_name() == kind && s.span.name == name)
+        .collect()
+}
+
+#[test]
+fn python_tls_server_with_curl_and_python_clients() {
+    require_capture!();
+    let _serial = serial();
+    let receiver = OtlpReceiver::start(Transport::HttpProtobuf).expect("receiver");
+    let port = free_port();
+    let certs = std::env::temp_dir().join(format!("periscope-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&certs).unwrap();
+    let _server = Program::spawn(
+        Command::new("python3")
+            .arg(workload("tls_shop.py"))
+            .arg(port.to_string())
+            .arg(&certs),
+    );
+    wait_for_port(port);
+    let endpoint = receiver.endpoint();
+    let agent = Agent::start(
+        &["--exe", "tls_shop.py", "--exe", "curl", "--exe", "tls_client.py"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+    );
+    let base = format!("https://127.0.0.1:{port}");
+    curl(&["-k", "-o", "/dev/null", &format!("{base}/items/7?card=4111")]);
+    curl(&["-k", "-o", "/dev/null", &format!("{base}/fail")]);
+    let out = Command::new("python3")
+        .arg(workload("tls_client.py"))
+        .args(["127.0.0.1", &port.to_string(), "/items/1", "/items/2", "/missing"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let spans = receiver.wait_for(Duration::from_secs(20), |s| {
+        s.iter().filter(|s| s.service_name == "tls_shop").count() >= 5
+            && s.iter().filter(|s| s.kind_name() == "client").count() >= 5
+    });
+    agent.stop();
+
+    let server = named(&spans, "tls_shop", "server", "GET /items/7");
+    assert_eq!(server.len(), 1, "{spans:#?}");
+    let server = server[0];
+    assert_eq!(server.attr("url.scheme").as_deref(), Some("https"));
+    assert_eq!(server.attr("url.query").as_deref(), Some("card=REDACTED"));
+    assert_eq!(server.int_attr("http.response.status_code"), Some(200));
+    let fail = named(&spans, "tls_shop", "server", "GET /fail");
+    assert_eq!(fail.len(), 1);
+    assert!(fail[0].is_error());
+
+    let client = named(&spans, "curl", "client", "GET /items/7");
+    assert_eq!(client.len(), 1);
+    assert_eq!(
+        client[0].attr("url.full").as_deref(),
+        Some(format!("https://127.0.0.1:{port}/items/7?card=REDACTED").as_str())
+    );
+    // curl's span and the server's are one trace: both ends were traced on this host.
+    assert_eq!(server.trace_id_hex(), client[0].trace_id_hex());
+    assert_eq!(server.parent_span_id_hex(), client[0].span_id_hex());
+
+    // Three requests on one kept-alive TLS connection from Python.
+    for path in ["/items/1", "/items/2", "/missing"] {
+        assert_eq!(named(&spans, "tls_client", "client", &format!("GET {path}")).len(), 1, "{path}");
+        assert_eq!(named(&spans, "tls_shop", "server", &format!("GET {path}")).len(), 1, "{path}");
+    }
+    // Nothing decoded from ciphertext: every span is one of the requests made above.
+    let expected = ["/items/7", "/fail", "/items/1", "/items/2", "/missing"];
+    for s in &spans {
+        let path = s.attr("url.path").unwrap_or_default();
+        assert!(expected.contains(&path.as_str()), "unexpected span {} {}", s.kind_name(), s.span.name);
+        assert_eq!(s.attr("url.scheme").as_deref(), Some("https"));
+    }
+}
+
+/// nginx terminating TLS (linked to the system OpenSSL), started after the agent.
+#[test]
+fn nginx_https() {
+    require_capture!();
+    let _serial = serial();
+    let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("periscope-nginx-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .unwrap()
+        .status;
+    assert!(status.success());
+    std::fs::write(dir.join("index.html"), "<h1>secure</h1>\n").unwrap();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process on; worker_processes 1; pid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+               fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen 127.0.0.1:{port} ssl; root {d};\n\
+                 ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;\n\
+                 location = /teapot {{ return 418; }} }} }}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(
+        &["--exe", "nginx", "--otlp-endpoint", &receiver.endpoint(), "--otlp-protocol", "grpc"],
+        &[],
+    );
+    let nginx = if std::path::Path::new("/usr/sbin/nginx").exists() { "/usr/sbin/nginx" } else { "nginx" };
+    let _server = Program::spawn(Command::new(nginx).args(["-c", conf.to_str().unwrap()]));
+    wait_for_port(port);
+    let base = format!("https://127.0.0.1:{port}");
+    curl(&["-k", "-o", "/dev/null", &format!("{base}/index.html"), "-o", "/dev/null", &format!("{base}/teapot")]);
+    let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 2);
+    agent.stop();
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let index = named(&spans, "nginx", "server", "GET /index.html");
+    assert_eq!(index.len(), 1);
+    assert_eq!(index[0].attr("url.scheme").as_deref(), Some("https"));
+    assert_eq!(index[0].int_attr("http.response.status_code"), Some(200));
+    let teapot = named(&spans, "nginx", "server", "GET /teapot");
+    assert_eq!(teapot.len(), 1);
+    assert_eq!(teapot[0].int_attr("http.response.status_code"), Some(418));
+}
