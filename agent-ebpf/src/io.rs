@@ -17,6 +17,7 @@ use aya_ebpf::{
 use crate::{
     maps::{
         EVENTS, INFLIGHT, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, config, count, is_traced,
+        wakeup_flags,
     },
     tls,
 };
@@ -249,7 +250,7 @@ fn emit(event: &agent_common::DataEvent, captured: u32) {
     let len = core::mem::size_of::<DataEventHeader>() + payload_len;
     // SAFETY: `len` never exceeds the header plus MAX_CAPTURE, inside the scratch record.
     let bytes = unsafe { core::slice::from_raw_parts(event as *const _ as *const u8, len) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_ok() {
         count(Counter::DataEvents);
     } else {
         count(Counter::RingBufferFull);

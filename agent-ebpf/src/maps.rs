@@ -22,6 +22,26 @@ pub fn config() -> CaptureConfig {
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
+/// Userspace is woken when the backlog crosses this band (or by its own short poll timeout):
+/// a wake-up per record would cost the traced programs an interrupt and a context switch each.
+/// Only records landing inside the band wake it, so a backlog above it does not re-wake.
+const WAKEUP_THRESHOLD: u64 = 64 * 1024;
+const WAKEUP_BAND: u64 = 16 * 1024;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// Flags for a ring-buffer output: batch wake-ups.
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    let pending = EVENTS.query(BPF_RB_AVAIL_DATA);
+    if (WAKEUP_THRESHOLD..WAKEUP_THRESHOLD + WAKEUP_BAND).contains(&pending) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Processes to trace when `CONFIG.filter_pids` is set: tgid -> 1.
 #[map]
 pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);

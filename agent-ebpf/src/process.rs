@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::maps::{EVENTS, SELECTED_COMMS, TRACED_PIDS, config, count};
+use crate::maps::{EVENTS, SELECTED_COMMS, TRACED_PIDS, config, count, wakeup_flags};
 
 fn emit(kind: EventKind, tgid: u32) {
     let event = ProcessEvent {
@@ -16,7 +16,10 @@ fn emit(kind: EventKind, tgid: u32) {
         tgid,
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
     };
-    if EVENTS.output::<ProcessEvent>(&event, 0).is_err() {
+    if EVENTS
+        .output::<ProcessEvent>(&event, wakeup_flags())
+        .is_err()
+    {
         count(Counter::ControlEventsLost);
     }
 }

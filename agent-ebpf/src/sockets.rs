@@ -11,7 +11,7 @@ use aya_ebpf::{
 
 use crate::{
     io::ARG0,
-    maps::{EVENTS, SOCK_TUPLES, SOCKET_FDS, config, count, is_traced},
+    maps::{EVENTS, SOCK_TUPLES, SOCKET_FDS, config, count, is_traced, wakeup_flags},
 };
 
 // TCP states as the kernel numbers them (include/net/tcp_states.h).
@@ -92,7 +92,7 @@ pub fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
         sock,
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
     };
-    if EVENTS.output::<CloseEvent>(&event, 0).is_err() {
+    if EVENTS.output::<CloseEvent>(&event, wakeup_flags()).is_err() {
         count(Counter::ControlEventsLost);
     }
     Ok(())

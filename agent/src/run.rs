@@ -36,6 +36,9 @@ use crate::{
 const MAX_CONNECTIONS: usize = 65536;
 /// How long a trace may stay quiet before the terminal view prints it.
 const TREE_QUIET_PERIOD: Duration = Duration::from_millis(1500);
+/// The kernel wakes the agent only when records pile up (see the kernel's `wakeup_flags`);
+/// otherwise the agent looks this often.
+const POLL_INTERVAL_MS: i32 = 20;
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 /// How often traced processes' memory maps are searched for newly loaded libssl.
 const TLS_RESCAN_EVERY: Duration = Duration::from_secs(10);
@@ -46,7 +49,6 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Serialize)]
 struct SpanCounts {
     created: u64,
-    dropped_self_traffic: u64,
 }
 
 #[derive(Serialize)]
@@ -128,7 +130,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     };
     eprintln!("periscope: tracing {scope}; spans go to {target}");
 
-    let mut connections = Connections::new(MAX_CONNECTIONS);
+    let mut connections = Connections::new(MAX_CONNECTIONS, SelfTraffic::new());
     let mut factory = SpanFactory::new(SpanOptions {
         http: HttpOptions {
             keep_query_strings: cfg.keep_query_strings,
@@ -137,7 +139,6 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             keep_literals: cfg.keep_query_literals,
         },
     });
-    let mut self_traffic = SelfTraffic::new(agent_tgid);
     let mut finished: Vec<Finished> = Vec::new();
     let mut last_housekeeping = Instant::now();
     let mut last_tls_scan = Instant::now();
@@ -145,7 +146,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let ring_fd = ring.as_raw_fd();
 
     while !stop.load(Ordering::Relaxed) {
-        wait_readable(ring_fd, 200);
+        wait_readable(ring_fd, POLL_INTERVAL_MS);
         while let Some(record) = ring.next() {
             match decode(&record) {
                 Some(KernelEvent::Data(ev)) => {
@@ -167,23 +168,23 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 }
                 Some(KernelEvent::Exit { tgid, at_ns }) => {
                     connections.on_process_exit(tgid, at_ns, &mut finished);
-                    submit(&mut finished, &mut factory, &mut self_traffic, &pipeline);
+                    submit(&mut finished, &mut factory, &pipeline);
                     factory.forget_process(tgid);
                     selector.on_exit(tgid);
                 }
                 None => {}
             }
             if finished.len() >= 256 {
-                submit(&mut finished, &mut factory, &mut self_traffic, &pipeline);
+                submit(&mut finished, &mut factory, &pipeline);
             }
         }
-        submit(&mut finished, &mut factory, &mut self_traffic, &pipeline);
+        submit(&mut finished, &mut factory, &pipeline);
         if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
             last_housekeeping = Instant::now();
             selector.rescan();
             connections.evict_idle(monotonic_now_ns(), &mut finished);
             factory.evict_stale(monotonic_now_ns());
-            self_traffic.refresh();
+            connections.refresh_own_sockets();
         }
         if tls_pending.first().is_some_and(|(due, _)| *due <= Instant::now()) {
             let now = Instant::now();
@@ -203,7 +204,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     }
 
     connections.close_all(monotonic_now_ns(), &mut finished);
-    submit(&mut finished, &mut factory, &mut self_traffic, &pipeline);
+    submit(&mut finished, &mut factory, &pipeline);
     let export_stats = pipeline.stats();
     pipeline.shutdown(SHUTDOWN_TIMEOUT);
     let stats = Stats {
@@ -211,7 +212,6 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         streams: connections.stats(),
         spans: SpanCounts {
             created: factory.created,
-            dropped_self_traffic: self_traffic.dropped,
         },
         assembly: factory.assembly_stats(),
         export: export_stats.snapshot(),
@@ -237,27 +237,17 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
 }
 
 /// Turn finished exchanges into spans and queue them; never blocks.
-fn submit(
-    finished: &mut Vec<Finished>,
-    factory: &mut SpanFactory,
-    self_traffic: &mut SelfTraffic,
-    pipeline: &ExportPipeline,
-) {
+fn submit(finished: &mut Vec<Finished>, factory: &mut SpanFactory, pipeline: &ExportPipeline) {
     for output in finished.drain(..) {
         match output {
             StreamOutput::Started { meta, tid, started } => {
-                if !self_traffic.is_agent_peer(&meta.tuple) {
-                    factory.on_request_start(&meta, tid, &started);
-                }
+                factory.on_request_start(&meta, tid, &started);
             }
             StreamOutput::Finished {
                 meta,
                 tid,
                 exchange,
             } => {
-                if self_traffic.is_agent_peer(&meta.tuple) {
-                    continue;
-                }
                 if let Some(span) = factory.build(&meta, tid, &exchange) {
                     pipeline.submit(span);
                 }

@@ -59,6 +59,7 @@ fn check(exchanges: &[Exchange]) {
         );
         if let (Some(start), Some(end)) = (exchange.response_start_ns, exchange.response_end_ns) {
             assert!(start <= end);
+            assert!(exchange.request_start_ns <= start);
         }
         assert_eq!(db.system, "redis");
         let operation = db.operation.as_deref().expect("a command name");

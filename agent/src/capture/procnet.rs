@@ -130,15 +130,6 @@ pub fn listening_inodes(ports: &HashSet<u16>) -> HashSet<u64> {
         .collect()
 }
 
-/// Local ports of the TCP sockets with these inodes.
-pub fn local_ports_of(inodes: &HashSet<u64>) -> HashSet<u16> {
-    all_rows()
-        .into_iter()
-        .filter(|r| inodes.contains(&r.inode))
-        .map(|r| r.local_port)
-        .collect()
-}
-
 /// Whether the process holds any of these socket inodes.
 pub fn holds_any_socket(tgid: u32, inodes: &HashSet<u64>) -> bool {
     let Ok(dir) = fs::read_dir(format!("/proc/{tgid}/fd")) else {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use agent_common::{ConnTuple, Direction, Role};
 use serde::Serialize;
 
-use super::{events::DataEvent, procnet};
+use super::{events::DataEvent, procnet, self_traffic::SelfTraffic};
 use crate::protocols::{self, Chunk, Exchange, Flow, Protocol, RequestStarted, Session};
 
 /// How many chunks may go by without a recognised protocol before a connection is ignored.
@@ -33,7 +33,8 @@ enum DecodeState {
         chunks_seen: u8,
     },
     Decoding(Box<dyn Session>),
-    /// Not a protocol we decode (or encrypted): ignored until it closes.
+    /// Not a protocol we decode (or encrypted), or the agent's own export traffic: ignored
+    /// until it closes.
     Unsupported,
 }
 
@@ -49,10 +50,13 @@ pub struct StreamStats {
     pub connections_seen: u64,
     pub connections_unsupported: u64,
     pub connections_dropped_table_full: u64,
+    /// Connections whose other end is the agent itself (a local collector receiving exports).
+    pub connections_agent_own: u64,
     pub exchanges: u64,
 }
 
 pub struct Connections {
+    self_traffic: SelfTraffic,
     /// Keyed by process, socket and whether the stream is TLS plaintext: the ciphertext of a
     /// TLS connection (its handshake) and its plaintext are separate streams.
     table: HashMap<(u32, u64, bool), Connection>,
@@ -80,8 +84,9 @@ pub enum StreamOutput {
 pub type Finished = StreamOutput;
 
 impl Connections {
-    pub fn new(max_connections: usize) -> Self {
+    pub fn new(max_connections: usize, self_traffic: SelfTraffic) -> Self {
         Self {
+            self_traffic,
             table: HashMap::new(),
             max_connections,
             stats: StreamStats::default(),
@@ -103,7 +108,12 @@ impl Connections {
                 return;
             }
             self.stats.connections_seen += 1;
-            self.table.insert(key, Connection::new(ev));
+            let mut conn = Connection::new(ev);
+            if self.self_traffic.is_agent_peer(&conn.meta.tuple) {
+                self.stats.connections_agent_own += 1;
+                conn.state = DecodeState::Unsupported;
+            }
+            self.table.insert(key, conn);
         }
         let Some(conn) = self.table.get_mut(&key) else {
             return;
@@ -140,6 +150,12 @@ impl Connections {
                 self.stats.exchanges += conn.finish(at_ns, out) as u64;
             }
         }
+    }
+
+    /// Re-read the agent's own sockets (periodically, so that a new export connection is known
+    /// before its peer's first bytes arrive).
+    pub fn refresh_own_sockets(&mut self) {
+        self.self_traffic.refresh();
     }
 
     /// Close connections idle since long before `now_ns`.

@@ -6,6 +6,7 @@
 //! bytes: they never panic, never allocate without bound, and resynchronise after garbage.
 
 pub mod http1;
+pub mod http2;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
@@ -144,7 +145,8 @@ pub trait Session: Send {
 
 /// Every protocol, in detection order.
 pub fn all() -> &'static [&'static dyn Protocol] {
-    static ALL: [&dyn Protocol; 4] = [
+    static ALL: [&dyn Protocol; 5] = [
+        &http2::Http2,
         &http1::Http1,
         &mysql::Mysql,
         &postgres::Postgres,

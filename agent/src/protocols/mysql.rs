@@ -693,8 +693,12 @@ impl Core {
         }
         let deprecate_eof = self.deprecate_eof();
         let session_track = self.session_track();
-        let Some(front) = self.pending.front_mut() else {
-            // No command is waiting for this (its request was not seen).
+        let Some(front) = self
+            .pending
+            .front_mut()
+            .filter(|p| p.request_start_ns <= packet.start_ns)
+        else {
+            // No command is waiting for this (its request was not seen, or came after it).
             return;
         };
         if front.next_seq.is_some_and(|seq| seq != packet.seq) {
@@ -791,7 +795,7 @@ impl Core {
                     .or_else(|| statement.and_then(|s| s.operation.clone())),
                 collection: statement.and_then(|s| s.collection.clone()),
                 namespace: self.namespace.clone(),
-                query_text: statement.map(|s| s.text.clone()),
+                query_text: statement.map(|s| s.text.clone()).filter(|t| !t.is_empty()),
                 status_code,
                 error_message,
                 rows,
@@ -1142,7 +1146,7 @@ fn use_statement_target(text: &str) -> Option<String> {
 /// At most `max` bytes of `bytes` as text (invalid UTF-8 replaced, never a split character);
 /// whether it was cut.
 fn bounded_lossy(bytes: &[u8], max: usize) -> (String, bool) {
-    let cut = bytes.len() > max;
+    let mut cut = bytes.len() > max;
     let mut bytes = &bytes[..bytes.len().min(max)];
     if cut {
         // Do not leave half a character at the end.
@@ -1152,5 +1156,15 @@ fn bounded_lossy(bytes: &[u8], max: usize) -> (String, bool) {
             bytes = &bytes[..e.valid_up_to()];
         }
     }
-    (String::from_utf8_lossy(bytes).into_owned(), cut)
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if text.len() > max {
+        // Replacement characters are longer than the bytes they replace.
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        cut = true;
+    }
+    (text, cut)
 }

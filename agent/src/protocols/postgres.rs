@@ -119,24 +119,27 @@ struct Op {
     /// Sum of the counts CommandComplete tags gave.
     tag_rows: Option<u64>,
     data_rows: u64,
+    /// Some DataRows went uncounted (capture loss): only a tag may say how many rows.
+    rows_lost: bool,
     status_code: Option<String>,
     error_message: Option<String>,
     partial: bool,
 }
 
 impl Op {
-    fn new(start_ns: u64, end_ns: u64, statement: Option<Arc<Statement>>) -> Box<Op> {
-        Box::new(Op {
+    fn new(start_ns: u64, end_ns: u64, statement: Option<Arc<Statement>>) -> Op {
+        Op {
             request_start_ns: start_ns,
             request_end_ns: end_ns.max(start_ns),
             response_start_ns: None,
             statement,
             tag_rows: None,
             data_rows: 0,
+            rows_lost: false,
             status_code: None,
             error_message: None,
             partial: false,
-        })
+        }
     }
 
     fn add_tag_rows(&mut self, rows: Option<u64>) {
@@ -211,6 +214,9 @@ struct Tail {
     error: Option<ErrorFields>,
 }
 
+/// A portal's name and the statement it was bound from.
+type Portal = (Box<[u8]>, Option<Arc<Statement>>);
+
 /// Decoder state for one PostgreSQL connection.
 pub struct PostgresSession {
     requests: Reader,
@@ -225,7 +231,7 @@ pub struct PostgresSession {
     statements: HashMap<Box<[u8]>, (Arc<Statement>, u64)>,
     statement_seq: u64,
     /// Portal name → the statement it was bound from; oldest first.
-    portals: VecDeque<(Box<[u8]>, Option<Arc<Statement>>)>,
+    portals: VecDeque<Portal>,
     queue: VecDeque<Entry>,
     queued_ops: usize,
     /// Request side: first byte of the messages leading up to the next Execute.
@@ -234,6 +240,8 @@ pub struct PostgresSession {
     window_start_ns: Option<u64>,
     /// Last byte of the last response message read.
     last_response_ns: Option<u64>,
+    /// Type of the last response message read (0: none yet).
+    last_response_tag: u8,
     /// After a response loss: how many entries at the queue's front predate it.
     old_entries: usize,
     /// After a response loss: the last byte of the latest response chunk seen.
@@ -263,6 +271,7 @@ impl PostgresSession {
             unit_start_ns: None,
             window_start_ns: None,
             last_response_ns: None,
+            last_response_tag: 0,
             old_entries: 0,
             lost_last_ns: None,
         }
@@ -304,7 +313,7 @@ impl PostgresSession {
                 let statement = Statement::new(until_nul(body), m.damaged);
                 self.unit_start_ns = None;
                 let op = Op::new(m.start_ns, m.end_ns, Some(statement));
-                self.push(Entry::Query(op), out);
+                self.push(Entry::Query(Box::new(op)), out);
             }
             b'P' => {
                 let statement = split_cstr(body).map(|(name, rest)| {
@@ -323,8 +332,8 @@ impl PostgresSession {
                 );
             }
             b'B' => {
-                let names = split_cstr(body)
-                    .and_then(|(portal, rest)| Some((portal, split_cstr(rest)?.0)));
+                let names =
+                    split_cstr(body).and_then(|(portal, rest)| Some((portal, split_cstr(rest)?.0)));
                 let statement = names.and_then(|(portal, name)| {
                     let statement = self.statements.get(name).map(|(s, _)| s.clone());
                     self.bind_portal(portal, statement.clone());
@@ -349,7 +358,7 @@ impl PostgresSession {
                 let start_ns = self.unit_start_ns.take().unwrap_or(m.start_ns);
                 let mut op = Op::new(start_ns, m.end_ns, statement);
                 op.partial |= m.damaged;
-                self.push(Entry::Execute(op), out);
+                self.push(Entry::Execute(Box::new(op)), out);
             }
             b'C' => {
                 if let Some((&kind, rest)) = body.split_first()
@@ -375,11 +384,8 @@ impl PostgresSession {
             }
             // CopyData, CopyDone, CopyFail: the COPY operation's request goes on.
             b'd' | b'c' | b'f' => {
-                if let Some(Entry::Execute(op) | Entry::Query(op)) = self
-                    .queue
-                    .iter_mut()
-                    .rev()
-                    .find(|e| e.is_op())
+                if let Some(Entry::Execute(op) | Entry::Query(op)) =
+                    self.queue.iter_mut().rev().find(|e| e.is_op())
                 {
                     op.request_end_ns = op.request_end_ns.max(m.end_ns);
                 }
@@ -456,7 +462,7 @@ impl PostgresSession {
             self.finish_old(None, None, out);
             while let Some(entry) = self.pop_front() {
                 if let Entry::Execute(op) | Entry::Query(op) = entry {
-                    self.emit(op, None, out);
+                    self.emit(*op, None, out);
                 }
             }
             self.window_start_ns = None;
@@ -481,6 +487,7 @@ impl PostgresSession {
 
     fn response_message(&mut self, m: Message, body: &[u8], out: &mut Vec<Exchange>) {
         self.last_response_ns = Some(m.end_ns);
+        self.last_response_tag = m.tag;
         if !self.queue.is_empty() {
             self.window_start_ns.get_or_insert(m.start_ns);
         }
@@ -528,7 +535,7 @@ impl PostgresSession {
                             Completion::Suspended => op.tag_rows = Some(op.data_rows),
                             Completion::Empty => {}
                         }
-                        self.finish(op, end_ns, out);
+                        self.finish(*op, end_ns, out);
                     }
                     return;
                 }
@@ -564,7 +571,7 @@ impl PostgresSession {
                 }
                 if let Some(Entry::Execute(mut op)) = self.pop_front() {
                     op.set_error(error);
-                    self.finish(op, end_ns, out);
+                    self.finish(*op, end_ns, out);
                 }
             }
             None => {
@@ -602,18 +609,18 @@ impl PostgresSession {
             // An Execute that got no completion of its own: something went missing.
             if let Some(Entry::Execute(mut op)) = self.pop_front() {
                 op.partial = true;
-                self.finish(op, end_ns, out);
+                self.finish(*op, end_ns, out);
             }
         }
         if let Some(Entry::Query(op)) = self.pop_front() {
-            self.finish(op, end_ns, out);
+            self.finish(*op, end_ns, out);
         }
         self.window_start_ns = None;
     }
 
     /// The op's response ended at `end_ns`; it began with the first response byte not yet
     /// attributed to an earlier op.
-    fn finish(&mut self, op: Box<Op>, end_ns: u64, out: &mut Vec<Exchange>) {
+    fn finish(&mut self, op: Op, end_ns: u64, out: &mut Vec<Exchange>) {
         let start_ns = op
             .response_start_ns
             .or(self.window_start_ns.take())
@@ -621,16 +628,14 @@ impl PostgresSession {
         self.emit(op, Some((start_ns, end_ns)), out);
     }
 
-    fn emit(&self, op: Box<Op>, response: Option<(u64, u64)>, out: &mut Vec<Exchange>) {
-        let op = *op;
+    fn emit(&self, op: Op, response: Option<(u64, u64)>, out: &mut Vec<Exchange>) {
         let response = response.map(|(start, end)| {
             let end = end.max(op.request_start_ns);
             (start.clamp(op.request_start_ns, end), end)
         });
         let statement = op.statement.as_deref();
-        let rows = op
-            .tag_rows
-            .or((op.data_rows > 0).then_some(op.data_rows));
+        let counted = op.data_rows > 0 && !op.rows_lost;
+        let rows = op.tag_rows.or(counted.then_some(op.data_rows));
         out.push(Exchange {
             request_start_ns: op.request_start_ns,
             request_end_ns: op.request_end_ns,
@@ -667,7 +672,7 @@ impl PostgresSession {
                     let start_ns = self.unit_start_ns.unwrap_or(*start_ns);
                     let mut op = Op::new(start_ns, self.requests.chunk_last_ns(), statement);
                     op.partial = true;
-                    self.push(Entry::Execute(op), out);
+                    self.push(Entry::Execute(Box::new(op)), out);
                 }
                 self.unit_start_ns = None;
                 if !matches!(self.queue.back(), Some(Entry::Hole)) {
@@ -700,7 +705,7 @@ impl PostgresSession {
             if let Entry::Execute(op) | Entry::Query(op) = entry
                 && let Some(previous) = held.replace(op)
             {
-                self.emit_lost(previous, end_ns, out);
+                self.emit_lost(*previous, end_ns, out);
             }
         }
         self.old_entries = 0;
@@ -711,16 +716,42 @@ impl PostgresSession {
                     op.set_error(error);
                 }
             }
-            self.emit_lost(op, end_ns, out);
+            self.emit_lost(*op, end_ns, out);
         }
     }
 
-    fn emit_lost(&mut self, mut op: Box<Op>, end_ns: Option<u64>, out: &mut Vec<Exchange>) {
+    fn emit_lost(&mut self, mut op: Op, end_ns: Option<u64>, out: &mut Vec<Exchange>) {
         op.partial = true;
-        // Rows counted before the loss are not the whole answer.
-        op.data_rows = 0;
+        op.rows_lost = true;
         let response = end_ns.map(|end| (op.response_start_ns.unwrap_or(end), end));
         self.emit(op, response, out);
+    }
+
+    /// Whether requests were queued since responses were lost: then the client (if it waits
+    /// for answers, as most do) has received everything it was waiting for at the loss.
+    fn client_moved_on(&self) -> bool {
+        self.queue.len() > self.old_entries
+    }
+
+    /// The op whose answer was being read when responses were lost: its rows are uncertain.
+    fn mark_front_op_damaged(&mut self) {
+        if let Some(Entry::Execute(op) | Entry::Query(op)) =
+            self.queue.iter_mut().find(|e| e.is_op())
+        {
+            op.partial = true;
+            op.rows_lost = true;
+        }
+    }
+
+    /// The response stream resumes at a message boundary at the start of a chunk.
+    fn responses_resumed(&mut self, out: &mut Vec<Exchange>) {
+        if self.old_entries == 0 || self.client_moved_on() {
+            self.finish_old(self.lost_last_ns, None, out);
+        } else {
+            // Nothing was asked since: this continues the answers to what is queued.
+            self.mark_front_op_damaged();
+            self.old_entries = 0;
+        }
     }
 
     /// The response framing is lost and this chunk does not start plausibly: if it ends with
@@ -730,11 +761,14 @@ impl PostgresSession {
             return false;
         };
         self.responses.restart();
-        if self.old_entries > 0 {
+        if self.old_entries > 0 && !self.client_moved_on() {
             self.finish_old(Some(last_ns), Some(tail), out);
             return true;
         }
-        // Nothing was waiting when the loss happened: read the tail like any response.
+        // What was waiting at the loss is done; the tail ends the answer to what was asked
+        // since, whose beginning was lost.
+        self.finish_old(self.lost_last_ns, None, out);
+        self.mark_front_op_damaged();
         let message = |tag, len| Message {
             tag,
             len,
@@ -775,7 +809,7 @@ impl Session for PostgresSession {
         if self.reader(flow).is_lost() {
             if self.reader(flow).resync(chunk.data) {
                 if flow == Flow::Response {
-                    self.finish_old(self.lost_last_ns, None, out);
+                    self.responses_resumed(out);
                 }
             } else {
                 if flow == Flow::Response {
@@ -788,6 +822,17 @@ impl Session for PostgresSession {
                 }
                 return;
             }
+        }
+        // Lost requests were assumed to end with a Sync. When the server has gone idle (its
+        // last message was ReadyForQuery) and the client has asked more since, that hole's
+        // answers are all in: a hole still queued had no Sync in it.
+        if flow == Flow::Response
+            && self.responses.at_boundary()
+            && matches!(self.last_response_tag, 0 | b'Z')
+            && matches!(self.queue.front(), Some(Entry::Hole))
+            && self.queue.len() > 1
+        {
+            self.pop_front();
         }
         let mut input = Input {
             data: chunk.data,
@@ -810,7 +855,7 @@ impl Session for PostgresSession {
                 if let Entry::Execute(mut op) | Entry::Query(mut op) = entry {
                     let response = window.take().zip(end_ns);
                     op.partial |= response.is_some();
-                    self.emit(op, response, out);
+                    self.emit(*op, response, out);
                 }
             }
         }
@@ -916,17 +961,17 @@ fn parse_error(body: &[u8]) -> ErrorFields {
         rest = after;
     }
     ErrorFields {
-        code: code
-            .or(severity)
-            .unwrap_or_else(|| "ERROR".to_owned()),
+        code: code.or(severity).unwrap_or_else(|| "ERROR".to_owned()),
         message,
     }
 }
 
+/// A message's type and body.
+type TailMessage<'a> = (u8, &'a [u8]);
+
 /// If `data` ends with a ReadyForQuery: what came right before it (a CommandComplete or
 /// ErrorResponse ending exactly there, if one can be found) as a [`Tail`] and as message.
-#[allow(clippy::type_complexity)]
-fn ready_tail(data: &[u8]) -> Option<(Tail, Option<(u8, &[u8])>)> {
+fn ready_tail(data: &[u8]) -> Option<(Tail, Option<TailMessage<'_>>)> {
     let z = data.len().checked_sub(6)?;
     if data[z..z + 5] != *b"Z\0\0\0\x05" || !matches!(data[z + 5], b'I' | b'T' | b'E') {
         return None;
@@ -993,16 +1038,14 @@ fn detect_request(first: &[u8]) -> bool {
     }
     let end = (1 + len as usize).min(first.len());
     let body = &first[5..end];
-    let complete = 1 + len as usize <= first.len();
+    let complete = (len as usize) < first.len();
     match tag {
         b'Q' => sql_plausible(body, complete),
         b'P' => {
             let Some((name, rest)) = split_cstr(body) else {
                 return false;
             };
-            name.len() <= 64
-                && name.iter().all(u8::is_ascii_graphic)
-                && sql_plausible(rest, false)
+            name.len() <= 64 && name.iter().all(u8::is_ascii_graphic) && sql_plausible(rest, false)
         }
         _ => false,
     }
@@ -1067,12 +1110,54 @@ fn sql_plausible(text: &[u8], complete: bool) -> bool {
 }
 
 const COMMAND_KEYWORDS: &[&str] = &[
-    "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "TABLE", "MERGE", "BEGIN", "START",
-    "COMMIT", "ROLLBACK", "END", "ABORT", "SAVEPOINT", "RELEASE", "SET", "SHOW", "RESET",
-    "CREATE", "DROP", "ALTER", "TRUNCATE", "COPY", "CALL", "DO", "EXPLAIN", "ANALYZE", "VACUUM",
-    "LISTEN", "UNLISTEN", "NOTIFY", "PREPARE", "EXECUTE", "DEALLOCATE", "DECLARE", "FETCH",
-    "MOVE", "CLOSE", "LOCK", "GRANT", "REVOKE", "COMMENT", "DISCARD", "REFRESH", "REINDEX",
-    "CLUSTER", "CHECKPOINT",
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "WITH",
+    "VALUES",
+    "TABLE",
+    "MERGE",
+    "BEGIN",
+    "START",
+    "COMMIT",
+    "ROLLBACK",
+    "END",
+    "ABORT",
+    "SAVEPOINT",
+    "RELEASE",
+    "SET",
+    "SHOW",
+    "RESET",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "TRUNCATE",
+    "COPY",
+    "CALL",
+    "DO",
+    "EXPLAIN",
+    "ANALYZE",
+    "VACUUM",
+    "LISTEN",
+    "UNLISTEN",
+    "NOTIFY",
+    "PREPARE",
+    "EXECUTE",
+    "DEALLOCATE",
+    "DECLARE",
+    "FETCH",
+    "MOVE",
+    "CLOSE",
+    "LOCK",
+    "GRANT",
+    "REVOKE",
+    "COMMENT",
+    "DISCARD",
+    "REFRESH",
+    "REINDEX",
+    "CLUSTER",
+    "CHECKPOINT",
 ];
 
 fn detect_response(first: &[u8]) -> bool {

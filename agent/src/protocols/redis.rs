@@ -366,8 +366,11 @@ impl RedisSession {
             self.skip_replies -= 1;
             return;
         }
+        if !self.front_sent_by(reply.start_ns) {
+            // Its command was not seen (or came after it began).
+            return;
+        }
         let Some(mut pending) = self.pending.pop_front() else {
-            // Its command was not seen.
             return;
         };
         pending.response_start_ns.get_or_insert(reply.start_ns);
@@ -421,6 +424,9 @@ impl RedisSession {
                 PubSub::SSubscribe | PubSub::SUnsubscribe => self.shard_channels = count,
             }
         }
+        if !self.front_sent_by(reply.start_ns) {
+            return;
+        }
         let Some(front) = self.pending.front_mut() else {
             return;
         };
@@ -440,13 +446,24 @@ impl RedisSession {
         }
     }
 
+    /// Whether a command waits whose request began by `ns` (a reply cannot precede it).
+    fn front_sent_by(&self, ns: u64) -> bool {
+        self.pending
+            .front()
+            .is_some_and(|p| p.command.as_ref().is_none_or(|c| c.start_ns <= ns))
+    }
+
     /// The server's stream is no longer understood.
     fn lose_response(&mut self) {
         self.response_lost = true;
+        let started = self
+            .responses
+            .value_start_ns()
+            .filter(|&ns| self.front_sent_by(ns));
         if let Some(front) = self.pending.front_mut() {
             front.partial = true;
             if front.response_start_ns.is_none() {
-                front.response_start_ns = self.responses.value_start_ns();
+                front.response_start_ns = started;
             }
         }
     }
@@ -543,6 +560,7 @@ impl Session for RedisSession {
     fn close(&mut self, _at_ns: u64, out: &mut Vec<Exchange>) {
         if !self.response_lost
             && let Some(start) = self.responses.value_start_ns()
+            && self.front_sent_by(start)
             && let Some(front) = self.pending.front_mut()
         {
             // A reply cut by the close.

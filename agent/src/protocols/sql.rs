@@ -206,7 +206,10 @@ fn truncate_at_char_boundary(text: &mut String, max: usize) {
 fn is_keyword_like(token: &Token<'_>) -> bool {
     token.kind == Kind::Word
         && token.text.len() <= 32
-        && token.text.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+        && token
+            .text
+            .bytes()
+            .all(|b| b.is_ascii_alphabetic() || b == b'_')
 }
 
 /// After `WITH`: skips `[RECURSIVE] name [(cols)] AS [[NOT] MATERIALIZED] (…)`, … and returns
@@ -488,8 +491,21 @@ fn is_word_byte(b: u8) -> bool {
 fn is_op_byte(b: u8) -> bool {
     matches!(
         b,
-        b'+' | b'-' | b'*' | b'/' | b'<' | b'>' | b'=' | b'~' | b'!' | b'@' | b'#' | b'%' | b'^'
-            | b'&' | b'|' | b':'
+        b'+' | b'-'
+            | b'*'
+            | b'/'
+            | b'<'
+            | b'>'
+            | b'='
+            | b'~'
+            | b'!'
+            | b'@'
+            | b'#'
+            | b'%'
+            | b'^'
+            | b'&'
+            | b'|'
+            | b':'
     )
 }
 
@@ -581,7 +597,9 @@ impl<'a> Lexer<'a> {
                 self.pos = start + 1;
                 Kind::Punct
             }
-            b'U' | b'u' if self.at(start + 1) == Some(b'&') && self.at(start + 2) == Some(b'\'') => {
+            b'U' | b'u'
+                if self.at(start + 1) == Some(b'&') && self.at(start + 2) == Some(b'\'') =>
+            {
                 self.pos = self.quoted_end(start + 2, b'\'', true);
                 Kind::Str
             }
@@ -591,8 +609,10 @@ impl<'a> Lexer<'a> {
                     i += 1;
                 }
                 let word = &self.bytes()[start..i];
-                let prefix = matches!(word, [b'E' | b'e' | b'B' | b'b' | b'X' | b'x' | b'N' | b'n'])
-                    || (word.first() == Some(&b'_') && word.len() <= 32);
+                let prefix = matches!(
+                    word,
+                    [b'E' | b'e' | b'B' | b'b' | b'X' | b'x' | b'N' | b'n']
+                ) || (word.first() == Some(&b'_') && word.len() <= 32);
                 if prefix && self.at(i) == Some(b'\'') {
                     // A prefixed string: E'…', X'…', B'…', N'…', _charset'…'.
                     self.pos = self.quoted_end(i, b'\'', true);
@@ -683,10 +703,7 @@ impl<'a> Lexer<'a> {
         let bytes = self.bytes();
         let mut i = start + 1;
         if bytes.get(i).is_some_and(|&c| is_word_start(c)) {
-            while bytes
-                .get(i)
-                .is_some_and(|&c| is_word_byte(c) && c != b'$')
-            {
+            while bytes.get(i).is_some_and(|&c| is_word_byte(c) && c != b'$') {
                 i += 1;
             }
         }
@@ -856,7 +873,10 @@ mod tests {
         );
         assert_eq!(s("SELECT E'a\\'b', 'c'"), "SELECT ?, ?");
         assert_eq!(s("SELECT e'\\n'"), "SELECT ?");
-        assert_eq!(s("SELECT N'x', U&'d\\0061t', _utf8mb4'z'"), "SELECT ?, ?, ?");
+        assert_eq!(
+            s("SELECT N'x', U&'d\\0061t', _utf8mb4'z'"),
+            "SELECT ?, ?, ?"
+        );
         assert_eq!(s("SELECT DATE '2024-01-01'"), "SELECT DATE ?");
         assert_eq!(s("SELECT '2024-01-01'::date"), "SELECT ?::date");
         // MySQL backslash escapes inside plain strings do not end the literal.
@@ -896,7 +916,10 @@ mod tests {
 
     #[test]
     fn hex_and_bit_literals_become_placeholders() {
-        assert_eq!(s("SELECT 0x1F, X'1F', B'0101', 0b101, 0o17"), "SELECT ?, ?, ?, ?, ?");
+        assert_eq!(
+            s("SELECT 0x1F, X'1F', B'0101', 0b101, 0o17"),
+            "SELECT ?, ?, ?, ?, ?"
+        );
         assert_eq!(s("SELECT x'ff'"), "SELECT ?");
     }
 
@@ -989,14 +1012,15 @@ mod tests {
     fn sanitize_never_panics_on_odd_input() {
         for text in [
             "'", "\"", "`", "$", "$$", "$a", "$a$", "--", "/*", "*/", "E'", "U&'", "0x", "1e",
-            "1e+", ".", "..", "?", "é'", "x'é", "((((", "))))", "IN (", "IN )", "\u{0}",
-            "'\\", "$1$", "0b", "9.", "\"\"\"",
+            "1e+", ".", "..", "?", "é'", "x'é", "((((", "))))", "IN (", "IN )", "\u{0}", "'\\",
+            "$1$", "0b", "9.", "\"\"\"",
         ] {
             let _ = sanitize(text);
             let _ = summarize(text);
         }
         // Every prefix of a tricky statement, cut anywhere (also mid-character).
-        let tricky = "SELECT é, 'a''b', $t$x$t$, \"q\"\"\", `b`, 0x1f, 1.5e3 /* c */ -- d\n IN (1,2)";
+        let tricky =
+            "SELECT é, 'a''b', $t$x$t$, \"q\"\"\", `b`, 0x1f, 1.5e3 /* c */ -- d\n IN (1,2)";
         for end in 0..=tricky.len() {
             if tricky.is_char_boundary(end) {
                 let _ = sanitize(&tricky[..end]);
@@ -1015,7 +1039,10 @@ mod tests {
         assert_eq!(summary("SHOW server_version"), op_coll("SHOW", None));
         assert_eq!(summary("EXPLAIN SELECT * FROM t"), op_coll("EXPLAIN", None));
         assert_eq!(summary("CALL proc(1)"), op_coll("CALL", None));
-        assert_eq!(summary("-- hi\n/* there */ Vacuum t"), op_coll("VACUUM", None));
+        assert_eq!(
+            summary("-- hi\n/* there */ Vacuum t"),
+            op_coll("VACUUM", None)
+        );
         assert_eq!(summary(""), (None, None));
         assert_eq!(summary("   -- only a comment"), (None, None));
         assert_eq!(summary("123"), (None, None));
@@ -1040,8 +1067,14 @@ mod tests {
             summary("SELECT * FROM `shop`.`orders`"),
             op_coll("SELECT", Some("shop.orders"))
         );
-        assert_eq!(summary("SELECT a, b FROM t1, t2"), op_coll("SELECT", Some("t1")));
-        assert_eq!(summary("SELECT * FROM ONLY parent"), op_coll("SELECT", Some("parent")));
+        assert_eq!(
+            summary("SELECT a, b FROM t1, t2"),
+            op_coll("SELECT", Some("t1"))
+        );
+        assert_eq!(
+            summary("SELECT * FROM ONLY parent"),
+            op_coll("SELECT", Some("parent"))
+        );
         assert_eq!(
             summary("SELECT extract(year FROM now()), substring(s FROM 2) FROM events"),
             op_coll("SELECT", Some("events"))
@@ -1054,7 +1087,10 @@ mod tests {
             summary("(SELECT a FROM t1) UNION (SELECT a FROM t2)"),
             op_coll("SELECT", Some("t1"))
         );
-        assert_eq!(summary("select count(*) from Users"), op_coll("SELECT", Some("Users")));
+        assert_eq!(
+            summary("select count(*) from Users"),
+            op_coll("SELECT", Some("Users"))
+        );
     }
 
     #[test]
@@ -1069,8 +1105,14 @@ mod tests {
             summary("SELECT g FROM generate_series(1, 10) g"),
             op_coll("SELECT", None)
         );
-        assert_eq!(summary("SELECT 1; SELECT * FROM t"), op_coll("SELECT", None));
-        assert_eq!(summary("SELECT * FROM LATERAL f(x)"), op_coll("SELECT", None));
+        assert_eq!(
+            summary("SELECT 1; SELECT * FROM t"),
+            op_coll("SELECT", None)
+        );
+        assert_eq!(
+            summary("SELECT * FROM LATERAL f(x)"),
+            op_coll("SELECT", None)
+        );
     }
 
     #[test]
@@ -1084,7 +1126,10 @@ mod tests {
             op_coll("INSERT", Some("logs"))
         );
         assert_eq!(summary("INSERT t VALUES (1)"), op_coll("INSERT", Some("t")));
-        assert_eq!(summary("REPLACE INTO kv VALUES (1, 2)"), op_coll("REPLACE", Some("kv")));
+        assert_eq!(
+            summary("REPLACE INTO kv VALUES (1, 2)"),
+            op_coll("REPLACE", Some("kv"))
+        );
         assert_eq!(
             summary("UPDATE users SET name = 'x' WHERE id = 2"),
             op_coll("UPDATE", Some("users"))
@@ -1123,15 +1168,27 @@ mod tests {
             summary("DROP TABLE IF EXISTS old_stuff, other"),
             op_coll("DROP", Some("old_stuff"))
         );
-        assert_eq!(summary("DROP TABLE \"Quoted\""), op_coll("DROP", Some("Quoted")));
+        assert_eq!(
+            summary("DROP TABLE \"Quoted\""),
+            op_coll("DROP", Some("Quoted"))
+        );
         assert_eq!(summary("DROP INDEX i"), op_coll("DROP", None));
         assert_eq!(
             summary("ALTER TABLE users ADD COLUMN age int"),
             op_coll("ALTER", Some("users"))
         );
-        assert_eq!(summary("TRUNCATE TABLE logs"), op_coll("TRUNCATE", Some("logs")));
-        assert_eq!(summary("TRUNCATE logs, other"), op_coll("TRUNCATE", Some("logs")));
-        assert_eq!(summary("COPY users FROM STDIN"), op_coll("COPY", Some("users")));
+        assert_eq!(
+            summary("TRUNCATE TABLE logs"),
+            op_coll("TRUNCATE", Some("logs"))
+        );
+        assert_eq!(
+            summary("TRUNCATE logs, other"),
+            op_coll("TRUNCATE", Some("logs"))
+        );
+        assert_eq!(
+            summary("COPY users FROM STDIN"),
+            op_coll("COPY", Some("users"))
+        );
         assert_eq!(
             summary("COPY  users (id, email) TO STDOUT"),
             op_coll("COPY", Some("users"))
@@ -1160,7 +1217,10 @@ mod tests {
             op_coll("UPDATE", Some("s"))
         );
         assert_eq!(summary("WITH broken"), (Some("WITH".to_owned()), None));
-        assert_eq!(summary("WITH x AS (SELECT 1"), (Some("WITH".to_owned()), None));
+        assert_eq!(
+            summary("WITH x AS (SELECT 1"),
+            (Some("WITH".to_owned()), None)
+        );
     }
 
     #[test]

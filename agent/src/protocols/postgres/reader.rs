@@ -134,6 +134,11 @@ impl Reader {
         self.state == State::Lost
     }
 
+    /// Between messages (no message partly read).
+    pub fn at_boundary(&self) -> bool {
+        self.state == State::Header && self.header_len == 0
+    }
+
     /// Picks the stream up again at the start of a chunk, if the framing was lost and `data`
     /// plausibly starts with messages.
     pub fn resync(&mut self, data: &[u8]) -> bool {
@@ -230,8 +235,7 @@ impl Reader {
                     let room = self.keep - self.body.len().min(self.keep);
                     // Bytes land in the kept prefix only while it is contiguous.
                     if !self.damaged {
-                        self.body
-                            .extend_from_slice(&input.data[..take.min(room)]);
+                        self.body.extend_from_slice(&input.data[..take.min(room)]);
                     }
                     input.data = &input.data[take..];
                     self.remaining -= take as u64;

