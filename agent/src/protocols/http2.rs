@@ -36,9 +36,9 @@
 //! # Joining late, and decoding without HPACK state
 //!
 //! A connection that was open before the agent is recognised from a chunk that starts with
-//! plausible frames including a HEADERS frame whose first field is a request pseudo-header
-//! from the static table (client to server) or `:status` (server to client), or, from the
-//! server, a SETTINGS frame ([`Http2::detect`]). Such a session has no HPACK state for either
+//! plausible frames including a HEADERS frame whose block names request pseudo-headers
+//! (client to server) or `:status` (server to client) by their static-table index, or, from
+//! the server, a SETTINGS frame ([`Http2::detect`]). Such a session has no HPACK state for either
 //! direction (nor for a direction whose state was lost to a gap). What can still be decoded:
 //! - framing, stream ids, END_STREAM, RST_STREAM, GOAWAY, body lengths: everything;
 //! - header fields encoded as literals or as static-table references (`:method GET/POST`,
@@ -110,8 +110,8 @@ fn starts_with_preface(data: &[u8]) -> bool {
 
 /// Whether `data` is, conservatively, the start of a syscall's worth of frames on an
 /// established connection in `flow`: plausible frame headers all the way, and a HEADERS frame
-/// that opens a request (client) or a response (server) with no HEADERS frame of the other
-/// kind, or (server only) a SETTINGS frame first.
+/// whose block references request pseudo-headers (client) or `:status` (server) in the static
+/// table, with no HEADERS frame of the other kind, or (server only) a SETTINGS frame first.
 fn joined_mid_stream(flow: Flow, data: &[u8]) -> bool {
     if !frame::starts_with_frames(data, DEFAULT_MAX_FRAME_LEN) {
         return false;

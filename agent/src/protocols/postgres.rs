@@ -30,12 +30,20 @@
 //! framing of that direction:
 //! - requests: a Bind left without its Execute is assumed executed (partial), and a hole is
 //!   queued that absorbs responses up to the next ReadyForQuery (the lost bytes most likely
-//!   ended with a Sync). Framing resumes at a chunk that plausibly starts with messages.
+//!   ended with a Sync; a hole still first in line when the server has gone idle and the
+//!   client has asked more since held none, and is dropped). Framing resumes at a chunk that
+//!   plausibly starts with messages.
 //! - responses: everything queued at that moment is finished as partial when the response
 //!   stream is picked up again — at a chunk that plausibly starts with messages (timed by the
 //!   last chunk skipped), or at a chunk that ends with ReadyForQuery (the CommandComplete or
-//!   ErrorResponse right before it, if found, still gives rows or the error). For clients that
-//!   pipeline across such a loss the pairing after it is a guess.
+//!   ErrorResponse right before it, if found, still gives rows or the error). If the client
+//!   has sent nothing since the loss, a plausible chunk continues the answers in progress
+//!   instead. For clients that pipeline across such a loss the pairing after it is a guess.
+//!
+//! Detection accepts, from the client, a startup packet (protocol 3.x with a plausible
+//! parameter list), an SSL or GSS encryption request, or — for connections older than the
+//! agent — a Query or Parse whose text starts with an SQL command keyword; from the server,
+//! only an authentication request as the first message.
 
 mod reader;
 #[cfg(test)]

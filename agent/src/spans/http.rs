@@ -28,6 +28,13 @@ pub fn http_span(
     scheme: &'static str,
     opts: HttpOptions,
 ) -> SpanShape {
+    if ex
+        .content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("application/grpc"))
+    {
+        return grpc_span(ex, role, tuple);
+    }
     let (path, query) = split_target(&ex.target);
     let query = query.map(|q| {
         if opts.keep_query_strings {
@@ -130,6 +137,123 @@ pub fn http_span(
     };
     SpanShape {
         name: format!("{} {}", ex.method, path),
+        kind,
+        attributes: attrs,
+        status,
+    }
+}
+
+/// gRPC status codes by number, as named in the gRPC specification.
+const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// Codes that mean the server failed (rather than the caller asking for something wrong): a
+/// SERVER span is an error only for these, as the RPC semantic conventions say.
+const GRPC_SERVER_FAULTS: [i64; 6] = [2, 4, 12, 13, 14, 15];
+
+/// A gRPC call over HTTP/2: `rpc.*` attributes, named `package.Service/Method`.
+fn grpc_span(ex: &HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
+    let kind = if role == Role::Client {
+        SpanKind::Client
+    } else {
+        SpanKind::Server
+    };
+    let path = ex.target.split('?').next().unwrap_or_default();
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path.trim_start_matches('/'), ""));
+    let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(12);
+    attrs.push(("rpc.system.name", AttrValue::from("grpc")));
+    attrs.push(("rpc.service", AttrValue::from(service)));
+    attrs.push(("rpc.method", AttrValue::from(method)));
+    attrs.push(("network.protocol.name", AttrValue::from("http")));
+    attrs.push(("network.protocol.version", AttrValue::from("2")));
+    let remote = address(tuple.family, &tuple.remote_addr);
+    let (host, host_port) = ex
+        .host
+        .as_deref()
+        .map(split_host_port)
+        .unwrap_or((None, None));
+    match kind {
+        SpanKind::Client => {
+            if let Some(s) = host.or_else(|| remote.map(|a| a.to_string())) {
+                attrs.push(("server.address", AttrValue::Str(s)));
+            }
+            let port = host_port.or((tuple.remote_port != 0).then_some(tuple.remote_port));
+            if let Some(p) = port {
+                attrs.push(("server.port", AttrValue::Int(p as i64)));
+            }
+        }
+        SpanKind::Server => {
+            if tuple.local_port != 0 {
+                attrs.push(("server.port", AttrValue::Int(tuple.local_port as i64)));
+            }
+            if let Some(r) = remote {
+                attrs.push(("client.address", AttrValue::Str(r.to_string())));
+                attrs.push(("client.port", AttrValue::Int(tuple.remote_port as i64)));
+            }
+        }
+    }
+    if let Some(r) = remote {
+        attrs.push(("network.peer.address", AttrValue::Str(r.to_string())));
+        attrs.push(("network.peer.port", AttrValue::Int(tuple.remote_port as i64)));
+    }
+    if let Some(ua) = &ex.user_agent {
+        attrs.push(("user_agent.original", AttrValue::from(ua.as_str())));
+    }
+    let code_name = ex.grpc_status.map(|c| {
+        GRPC_CODES
+            .get(c as usize)
+            .map(|n| (*n).to_owned())
+            .unwrap_or_else(|| c.to_string())
+    });
+    if let Some(name) = &code_name {
+        attrs.push(("rpc.response.status_code", AttrValue::Str(name.clone())));
+    }
+    let failed = match (ex.grpc_status, kind) {
+        (Some(0), _) => false,
+        (Some(code), SpanKind::Client) => code != 0,
+        (Some(code), SpanKind::Server) => GRPC_SERVER_FAULTS.contains(&code),
+        // No status at all: reset, cut short, or the connection ended.
+        (None, _) => true,
+    };
+    let status = if failed {
+        let error_type = code_name
+            .clone()
+            .or_else(|| ex.reset.clone())
+            .unwrap_or_else(|| "no_response".to_owned());
+        attrs.push(("error.type", AttrValue::Str(error_type)));
+        SpanStatus::Error {
+            message: ex.grpc_message.clone().unwrap_or_default(),
+        }
+    } else {
+        SpanStatus::Unset
+    };
+    let name = if method.is_empty() {
+        service.to_owned()
+    } else {
+        format!("{service}/{method}")
+    };
+    SpanShape {
+        name,
         kind,
         attributes: attrs,
         status,
@@ -290,6 +414,36 @@ mod tests {
                 "http://api.internal:9000/api?token=secret"
             ))
         );
+    }
+
+    #[test]
+    fn grpc_calls_get_rpc_attributes_and_status() {
+        let ex = HttpExchange {
+            method: "POST".into(),
+            target: "/helloworld.Greeter/SayHello".into(),
+            version: "2".into(),
+            content_type: Some("application/grpc".into()),
+            status: Some(200),
+            grpc_status: Some(5),
+            grpc_message: Some("no such greeter".into()),
+            ..Default::default()
+        };
+        let client = http_span(&ex, Role::Client, &tuple(), "http", HttpOptions::default());
+        assert_eq!(client.name, "helloworld.Greeter/SayHello");
+        assert_eq!(get(&client, "rpc.system.name"), Some(&AttrValue::from("grpc")));
+        assert_eq!(get(&client, "rpc.service"), Some(&AttrValue::from("helloworld.Greeter")));
+        assert_eq!(get(&client, "rpc.method"), Some(&AttrValue::from("SayHello")));
+        assert_eq!(get(&client, "rpc.response.status_code"), Some(&AttrValue::from("NOT_FOUND")));
+        assert!(matches!(client.status, SpanStatus::Error { .. }));
+        // NOT_FOUND is the caller's problem, not a server failure.
+        let server = http_span(&ex, Role::Server, &tuple(), "http", HttpOptions::default());
+        assert!(matches!(server.status, SpanStatus::Unset));
+        let internal = HttpExchange {
+            grpc_status: Some(13),
+            ..ex
+        };
+        let server = http_span(&internal, Role::Server, &tuple(), "http", HttpOptions::default());
+        assert!(matches!(server.status, SpanStatus::Error { .. }));
     }
 
     #[test]

@@ -3,9 +3,11 @@
   2. SayHello("nobody")             -> NOT_FOUND, message "no such name: 'nobody'"
   3. SayHello("invalid")            -> INVALID_ARGUMENT, a non-ASCII message
   4. SayHelloStream("stream", 5)    -> 5 replies, OK
-  5. SaySlowly("late", 1000 ms) with a 200 ms deadline -> cancelled (RST_STREAM CANCEL)
-     (skipped with --no-deadline)
-  6. SayHello("again")              -> OK
+  5. SaySlowly("late", 1000 ms) with a 200 ms deadline -> DEADLINE_EXCEEDED (the server
+     answers with trailers only and resets the stream; skipped with --no-deadline)
+  6. SayHelloStream("cancel", 1000), cancelled by the client after 2 replies (RST_STREAM
+     CANCEL from the client)
+  7. SayHello("again")              -> OK
 sequentially, printing one line per call. Optional --traceparent sends that header with each.
 
 Usage (after generating code as greeter_server.py says):
@@ -54,6 +56,12 @@ def main():
                 print("SaySlowly: OK", flush=True)
             except grpc.RpcError as e:
                 print(f"SaySlowly: {e.code().name}", flush=True)
+        replies = stub.SayHelloStream(
+            greeter_pb2.HelloRequest(name="cancel", count=1000), metadata=metadata
+        )
+        got = [next(replies).message, next(replies).message]
+        replies.cancel()
+        print(f"SayHelloStream(cancel): {len(got)} replies, then cancelled", flush=True)
         unary("again")
     return 0
 

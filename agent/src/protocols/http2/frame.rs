@@ -417,49 +417,75 @@ impl FrameReader {
     }
 }
 
-/// What the first field of a header block says about its sender.
+/// What the pseudo-header fields of a header block say about its sender.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum BlockClass {
-    /// Starts with a request pseudo-header from the static table (:authority, :method, :path,
+    /// Names request pseudo-headers from the static table (:authority, :method, :path,
     /// :scheme).
     Request,
-    /// Starts with :status from the static table.
+    /// Names :status from the static table.
     Response,
     Other,
 }
 
-/// Classifies a header block fragment by its first field representation (RFC 7541 §6), after
-/// any dynamic table size updates. Pseudo-header fields come first in every block (RFC 9113
-/// §8.3), and their names are in the static table, so this needs no HPACK state.
-pub(super) fn classify_block(mut block: &[u8]) -> BlockClass {
-    // Skip dynamic table size updates (001xxxxx plus continuation bytes).
-    while let Some((&first, rest)) = block.split_first() {
-        if first & 0xe0 != 0x20 {
+/// Classifies a header block fragment by the pseudo-header fields it references in the static
+/// table (RFC 7541 §6), walking the field representations without decoding any value. The
+/// names of pseudo-header fields are in the static table, so this needs no HPACK state
+/// (encoders may still spell them as literals, or index the whole field dynamically: such
+/// fields are not counted). A block naming both kinds, or neither, is `Other`.
+pub(super) fn classify_block(block: &[u8]) -> BlockClass {
+    let (mut request, mut response) = (false, false);
+    let mut rest = block;
+    while let Some(&first) = rest.first() {
+        let (index, prefix, has_value) = match first {
+            0x80..=0xff => (true, 7, false),
+            0x40..=0x7f => (false, 6, true),
+            0x20..=0x3f => (false, 5, false),
+            _ => (false, 4, true),
+        };
+        let Some((value, used)) = hpack_integer(rest, prefix) else {
             break;
-        }
-        block = rest;
-        if first & 0x1f == 0x1f {
-            let continued = block.iter().take_while(|&&b| b & 0x80 != 0).count();
-            block = block.get(continued + 1..).unwrap_or_default();
+        };
+        rest = &rest[used..];
+        let name_index = if prefix == 5 { 0 } else { value };
+        request |= (1..=7).contains(&name_index);
+        response |= (8..=14).contains(&name_index);
+        if !index && has_value {
+            let strings = if value == 0 { 2 } else { 1 };
+            for _ in 0..strings {
+                let Some((len, used)) = hpack_integer(rest, 7) else {
+                    return BlockClass::Other;
+                };
+                let Some(after) = rest.get(used.saturating_add(len as usize)..) else {
+                    rest = &[];
+                    break;
+                };
+                rest = after;
+            }
         }
     }
-    let Some(&first) = block.first() else {
-        return BlockClass::Other;
-    };
-    let index = if first & 0x80 != 0 {
-        first & 0x7f
-    } else if first & 0x40 != 0 {
-        first & 0x3f
-    } else if first & 0xe0 == 0 {
-        first & 0x0f
-    } else {
-        0
-    };
-    match index {
-        1..=7 => BlockClass::Request,
-        8..=14 => BlockClass::Response,
+    match (request, response) {
+        (true, false) => BlockClass::Request,
+        (false, true) => BlockClass::Response,
         _ => BlockClass::Other,
     }
+}
+
+/// An HPACK integer with a `prefix`-bit prefix (RFC 7541 §5.1): its value and the bytes used.
+/// Values beyond 2^28 are refused.
+fn hpack_integer(bytes: &[u8], prefix: u32) -> Option<(u32, usize)> {
+    let mask = (1u32 << prefix) - 1;
+    let mut value = u32::from(*bytes.first()?) & mask;
+    if value < mask {
+        return Some((value, 1));
+    }
+    for (i, &b) in bytes.iter().enumerate().skip(1).take(4) {
+        value += u32::from(b & 0x7f) << (7 * (i - 1));
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
 }
 
 /// The header block fragment inside a HEADERS or PUSH_PROMISE payload, without padding and

@@ -209,6 +209,7 @@ fn render(exchanges: &[Exchange], started: &[RequestStarted]) -> String {
 
 fn split_bytewise(lines: &[Line]) -> Vec<Line> {
     let mut out = Vec::new();
+    let mut flows_seen = Vec::new();
     for line in lines {
         match line {
             Line::Close(at) => out.push(Line::Close(*at)),
@@ -219,11 +220,13 @@ fn split_bytewise(lines: &[Line]) -> Vec<Line> {
                 last_byte_ns,
                 ..
             } => {
-                // The first byte of a connection is not enough for detection: keep 24.
-                let first = if out.is_empty() {
-                    data.len().min(24)
-                } else {
+                // A flow's first chunk is kept whole: on a connection joined late it is where
+                // frames are recognised.
+                let first = if flows_seen.contains(flow) {
                     1
+                } else {
+                    flows_seen.push(*flow);
+                    data.len()
                 };
                 let (head, tail) = data.split_at(first.min(data.len()));
                 out.push(Line::Chunk {

@@ -321,8 +321,9 @@ fn keep_limit(flow: Flow, tag: u8) -> usize {
 }
 
 /// Whether `data` (the captured start of a chunk) looks like it begins with whole messages:
-/// every header that fits in it is valid, and either two or more headers were seen or the
-/// last message ends exactly where the data does.
+/// every header that fits in it is valid, and either two or more headers were seen, or the
+/// last message ends exactly where the data does, or it is one Query/Parse whose text reads
+/// as SQL.
 pub(super) fn plausible_start(flow: Flow, data: &[u8]) -> bool {
     let mut at = 0usize;
     let mut headers = 0;
@@ -338,7 +339,17 @@ pub(super) fn plausible_start(flow: Flow, data: &[u8]) -> bool {
             return true;
         }
         if end > data.len() as u64 || headers >= 8 {
-            return headers >= 2;
+            // One message running past the data: a query whose text reads as SQL will do.
+            let sql = |body: &[u8]| super::sql_plausible(body, false);
+            return headers >= 2
+                || match (flow, tag) {
+                    (Flow::Request, b'Q') => sql(&data[at + 5..]),
+                    (Flow::Request, b'P') => data[at + 5..]
+                        .iter()
+                        .position(|&b| b == 0)
+                        .is_some_and(|nul| sql(&data[at + 5 + nul + 1..])),
+                    _ => false,
+                };
         }
         at = end as usize;
     }

@@ -201,6 +201,24 @@ fn lost_request_framing_absorbs_responses_up_to_ready_for_query() {
 }
 
 #[test]
+fn request_framing_resumes_at_a_long_query_cut_by_the_capture() {
+    let long = query(&format!(
+        "SELECT * FROM t WHERE note = '{}'",
+        "n".repeat(20_000)
+    ));
+    let out = run(&with_handshake(vec![
+        with_gap(req(query("SELECT 1")), 10),
+        resp([command_complete("SELECT 1"), ready(), ready()].concat()),
+        with_gap(req(long[..8192].to_vec()), long.len() - 8192),
+        resp([command_complete("SELECT 0"), ready()].concat()),
+    ]));
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(db(&out[1]).collection.as_deref(), Some("t"));
+    assert_eq!(db(&out[1]).rows, Some(0));
+    assert!(!db(&out[1]).partial);
+}
+
+#[test]
 fn garbage_requests_produce_nothing_and_a_later_clean_chunk_resyncs() {
     let out = run(&with_handshake(vec![
         req(b"\xff\xfe\x00\x01 garbage garbage".to_vec()),
