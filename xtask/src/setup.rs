@@ -53,11 +53,24 @@ const DEBIAN_PACKAGES: &[DebPackage] = &[
     deb(&["nginx-light", "nginx"], Need::Workload),
     deb(&["wrk"], Need::Workload),
     deb(&["curl"], Need::Workload),
+    deb(&["openssl"], Need::Workload),
+    deb(&["nodejs"], Need::Workload),
+    deb(&["postgresql"], Need::Workload),
+    deb(&["mariadb-server"], Need::Workload),
+    deb(&["mariadb-client"], Need::Workload),
+    deb(&["redis-server"], Need::Workload),
+    deb(&["redis-tools"], Need::Workload),
     deb_optional(&["bpftool"], Need::Workload),
 ];
 
 /// Python packages for test workloads, one line each: (name on PyPI, module to import).
-const PIP_PACKAGES: &[(&str, &str)] = &[];
+const PIP_PACKAGES: &[(&str, &str)] = &[
+    ("psycopg[binary]", "psycopg"),
+    ("pymysql", "pymysql"),
+    ("redis", "redis"),
+    ("grpcio", "grpc"),
+    ("grpcio-tools", "grpc_tools"),
+];
 
 /// The nightly toolchain that builds the kernel programs (`-Z build-std=core`).
 const NIGHTLY: &str = "nightly";

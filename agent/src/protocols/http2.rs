@@ -291,7 +291,7 @@ impl Http2Session {
         // Only CONTINUATION frames of the same stream may follow an unfinished header block.
         if let Some(block) = self.side(flow).block.take() {
             if header.kind == CONTINUATION && header.stream == block.stream {
-                self.continue_block(flow, block, &frame, out);
+                self.extend_block(flow, block, Some(&frame.payload), &frame, out);
                 return;
             }
             self.side(flow).hpack.lose();
@@ -300,10 +300,6 @@ impl Http2Session {
         match header.kind {
             DATA => self.on_data(flow, &frame, out),
             HEADERS | PUSH_PROMISE => {
-                let (fragment, cut) = match frame::block_fragment(&header, &frame.payload) {
-                    Some(fragment) => (fragment, !frame.is_whole()),
-                    None => (&[][..], true),
-                };
                 let block = PendingBlock {
                     stream: header.stream,
                     push_promise: header.kind == PUSH_PROMISE,
@@ -312,7 +308,8 @@ impl Http2Session {
                     cut: false,
                     start_ns: frame.start_ns,
                 };
-                self.extend_block(flow, block, fragment, cut, &header, frame.end_ns, out);
+                let fragment = frame::block_fragment(&header, &frame.payload);
+                self.extend_block(flow, block, fragment, &frame, out);
             }
             RST_STREAM => {
                 if let Ok(code) = <[u8; 4]>::try_from(frame.payload.as_slice()) {
@@ -330,46 +327,27 @@ impl Http2Session {
         }
     }
 
-    fn continue_block(
-        &mut self,
-        flow: Flow,
-        block: PendingBlock,
-        frame: &Frame,
-        out: &mut Vec<Exchange>,
-    ) {
-        let cut = !frame.is_whole();
-        self.extend_block(
-            flow,
-            block,
-            &frame.payload,
-            cut,
-            &frame.header,
-            frame.end_ns,
-            out,
-        );
-    }
-
-    /// Adds a fragment to a header block, and decodes the block if it is complete.
-    #[allow(clippy::too_many_arguments)]
+    /// Adds a frame's fragment to a header block (`None`: the frame's fields contradict its
+    /// length), and decodes the block if it is complete.
     fn extend_block(
         &mut self,
         flow: Flow,
         mut block: PendingBlock,
-        fragment: &[u8],
-        cut: bool,
-        header: &FrameHeader,
-        end_ns: u64,
+        fragment: Option<&[u8]>,
+        frame: &Frame,
         out: &mut Vec<Exchange>,
     ) {
         if !block.cut {
+            let fragment = fragment.unwrap_or_default();
             let room = MAX_HEADER_BLOCK - block.fragment.len();
             block
                 .fragment
                 .extend_from_slice(&fragment[..fragment.len().min(room)]);
-            block.cut = cut || fragment.len() > room;
+            block.cut = !frame.is_whole() || fragment.len() > room;
         }
-        if header.has(FLAG_END_HEADERS) {
-            self.finish_block(flow, block, end_ns, out);
+        block.cut |= fragment.is_none();
+        if frame.header.has(FLAG_END_HEADERS) {
+            self.finish_block(flow, block, frame.end_ns, out);
         } else {
             self.side(flow).block = Some(block);
         }
