@@ -9,6 +9,10 @@ use aya_ebpf::{
 
 use crate::maps::{EVENTS, SELECTED_COMMS, TRACED_PIDS, config, count, wakeup_flags};
 
+/// Exec records wake userspace at once: it must read the new program's identity from /proc
+/// while the process lives (a short-lived client may be gone within milliseconds).
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
 fn emit(kind: EventKind, tgid: u32) {
     let event = ProcessEvent {
         kind: kind as u8,
@@ -16,10 +20,12 @@ fn emit(kind: EventKind, tgid: u32) {
         tgid,
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
     };
-    if EVENTS
-        .output::<ProcessEvent>(&event, wakeup_flags())
-        .is_err()
-    {
+    let flags = if kind == EventKind::Exec {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        wakeup_flags()
+    };
+    if EVENTS.output::<ProcessEvent>(&event, flags).is_err() {
         count(Counter::ControlEventsLost);
     }
 }

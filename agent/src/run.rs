@@ -161,6 +161,10 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 Some(KernelEvent::Exec { tgid }) => {
                     factory.forget_process(tgid);
                     selector.on_exec(tgid);
+                    if selector.is_traced(tgid) {
+                        // Identity now, while the new program surely runs.
+                        factory.note_process(tgid);
+                    }
                     // Its libraries are mapped right after exec: look for a private libssl soon.
                     if tls_pending.len() < 4096 {
                         tls_pending.push((Instant::now() + TLS_EXEC_DELAY, tgid));

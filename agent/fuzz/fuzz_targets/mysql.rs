@@ -62,7 +62,11 @@ fn check(exchanges: &[Exchange]) {
             assert!(exchange.request_start_ns <= start);
         }
         assert!(db.system == "mysql" || db.system == "mariadb");
-        assert!(db.query_text.as_ref().is_none_or(|t| t.len() <= MAX_QUERY_LEN));
+        assert!(
+            db.query_text
+                .as_ref()
+                .is_none_or(|t| t.len() <= MAX_QUERY_LEN)
+        );
         assert!(db.namespace.as_ref().is_none_or(|n| n.len() <= 256));
         assert!(db.error_message.as_ref().is_none_or(|m| m.len() <= 512));
         assert!(

@@ -67,7 +67,11 @@ fn check(exchanges: &[Exchange]) {
         assert!(!operation.bytes().any(|b| b.is_ascii_lowercase()));
         let text = db.query_text.as_deref().expect("the command text");
         assert!(text.len() <= MAX_TEXT_LEN);
-        assert!(db.namespace.as_ref().is_some_and(|n| n.parse::<i64>().is_ok()));
+        assert!(
+            db.namespace
+                .as_ref()
+                .is_some_and(|n| n.parse::<i64>().is_ok())
+        );
         assert!(db.status_code.as_ref().is_none_or(|c| c.len() <= 64));
         assert!(db.error_message.as_ref().is_none_or(|m| m.len() <= 512));
         assert!(db.collection.is_none() && db.rows.is_none());

@@ -121,6 +121,11 @@ impl ProcessSelector {
         }
     }
 
+    /// Whether this process is traced (always, when not filtering).
+    pub fn is_traced(&self, tgid: u32) -> bool {
+        tgid != self.agent_tgid && (!self.selection.is_filtering() || self.traced.contains(&tgid))
+    }
+
     pub fn on_exit(&mut self, tgid: u32) {
         self.traced.remove(&tgid);
     }

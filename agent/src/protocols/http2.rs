@@ -67,8 +67,8 @@ use std::collections::BTreeMap;
 
 use self::frame::{
     BlockClass, CONTINUATION, DATA, DEFAULT_MAX_FRAME_LEN, Event, FLAG_ACK, FLAG_END_HEADERS,
-    FLAG_END_STREAM, FLAG_PADDED, Frame, FrameHeader, FrameReader, GOAWAY, HEADERS,
-    MAX_HEADER_BLOCK, PREFACE, PREFACE_MIN, PUSH_PROMISE, RST_STREAM, SETTINGS,
+    FLAG_END_STREAM, FLAG_PADDED, Frame, FrameReader, GOAWAY, HEADERS, MAX_HEADER_BLOCK, PREFACE,
+    PREFACE_MIN, PUSH_PROMISE, RST_STREAM, SETTINGS,
 };
 use self::headers::{Fields, HeaderDecoder};
 use super::{
@@ -401,7 +401,7 @@ impl Http2Session {
             return;
         }
         // Client streams have odd ids that only grow; anything else is not a new request.
-        if id % 2 == 0 || id <= self.last_client_stream {
+        if id.is_multiple_of(2) || id <= self.last_client_stream {
             return;
         }
         self.last_client_stream = id;

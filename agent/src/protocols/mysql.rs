@@ -152,9 +152,9 @@ fn is_plain_command(first: &[u8]) -> bool {
     let starts_like_sql = text[start].is_ascii_alphabetic() || matches!(text[start], b'(' | b'/');
     starts_like_sql
         && text.len() >= 3
-        && text
-            .iter()
-            .all(|&b| b >= 0x80 || b == b'\t' || b == b'\n' || b == b'\r' || (0x20..0x7f).contains(&b))
+        && text.iter().all(|&b| {
+            b >= 0x80 || b == b'\t' || b == b'\n' || b == b'\r' || (0x20..0x7f).contains(&b)
+        })
 }
 
 /// Where the connection is.
@@ -342,9 +342,9 @@ impl Session for MysqlSession {
                 self.core.last_response_ns = chunk.last_byte_ns;
                 if self.core.response_resync {
                     let expected = self.core.pending.front().and_then(|p| p.next_seq);
-                    if expected.is_some_and(|seq| {
-                        plausible_response(chunk.data, chunk.missing, seq)
-                    }) {
+                    if expected
+                        .is_some_and(|seq| plausible_response(chunk.data, chunk.missing, seq))
+                    {
                         self.responses.restart();
                         self.core.response_resync = false;
                     } else {
@@ -529,7 +529,10 @@ impl Core {
                     Some(id) => self.statements.get(&id).cloned(),
                     None => None,
                 };
-                (Report::Execute(statement), Expect::Result(ResultPhase::Start))
+                (
+                    Report::Execute(statement),
+                    Expect::Result(ResultPhase::Start),
+                )
             }
             COM_INIT_DB => {
                 use_db = Some(bounded_lossy(body, 256).0);
@@ -710,7 +713,15 @@ impl Core {
         // Bytes we needed were not captured (rows are only counted, so do not matter).
         let short = packet.truncated && packet.len <= RESPONSE_CAP as u64;
         let mut schema = None;
-        let step = step(front, first, payload, packet.len, deprecate_eof, session_track, &mut schema);
+        let step = step(
+            front,
+            first,
+            payload,
+            packet.len,
+            deprecate_eof,
+            session_track,
+            &mut schema,
+        );
         if short && !matches!(step, Step::Row) {
             front.partial = true;
         }
@@ -813,7 +824,9 @@ enum Step {
     /// A result-set row (counted).
     Row,
     /// The response is complete; `optional_eof`: an EOF may trail it, which is not a response.
-    Done { optional_eof: bool },
+    Done {
+        optional_eof: bool,
+    },
     /// The packet makes no sense here.
     Lost,
 }
@@ -924,7 +937,16 @@ fn step(
                 _ => Step::Lost,
             }
         }
-        Expect::Result(phase) => result_step(p, phase, first, payload, len, deprecate_eof, session_track, schema),
+        Expect::Result(phase) => result_step(
+            p,
+            phase,
+            first,
+            payload,
+            len,
+            deprecate_eof,
+            session_track,
+            schema,
+        ),
     }
 }
 

@@ -4,6 +4,8 @@
 // Each test binary uses part of the harness.
 #![allow(dead_code, unused_macros, unused_imports)]
 
+pub mod servers;
+
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,

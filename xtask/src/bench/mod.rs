@@ -7,6 +7,7 @@ mod agent;
 mod http1_nginx;
 mod nginx;
 mod receiver;
+mod trace_parents;
 mod wrk;
 
 use std::net::TcpListener;
@@ -37,12 +38,20 @@ pub struct BenchArgs {
     /// Measure this agent binary instead of building `target/release/periscope`.
     #[arg(long, value_name = "PATH")]
     pub agent_bin: Option<std::path::PathBuf>,
+    /// trace-parents: requests each of the concurrent clients sends.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub requests_per_client: u64,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     /// Plain HTTP/1.1: nginx (static file and `return 200`) saturated by wrk over loopback.
     Http1Nginx,
+    /// Share of downstream spans given the right parent, 8 concurrent clients through a chain of
+    /// services (thread per request, and thread pool + Node.js event loop).
+    TraceParents,
+    /// Every scenario in turn.
+    All,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -59,6 +68,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     match args.scenario {
         Scenario::Http1Nginx => http1_nginx::run(&args),
+        Scenario::TraceParents => trace_parents::run(&args),
+        Scenario::All => {
+            // Both run even when the first fails; the first error is returned.
+            let nginx = http1_nginx::run(&args);
+            let parents = trace_parents::run(&args);
+            nginx.and(parents)
+        }
     }
 }
 

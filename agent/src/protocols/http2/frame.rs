@@ -78,7 +78,9 @@ impl FrameHeader {
             DATA | HEADERS | CONTINUATION | PUSH_PROMISE => on_stream,
             PRIORITY => on_stream && self.len == 5,
             RST_STREAM => on_stream && self.len == 4,
-            SETTINGS => !on_stream && self.len % 6 == 0 && (!self.has(FLAG_ACK) || self.len == 0),
+            SETTINGS => {
+                !on_stream && self.len.is_multiple_of(6) && (!self.has(FLAG_ACK) || self.len == 0)
+            }
             PING => !on_stream && self.len == 8,
             GOAWAY => !on_stream && self.len >= 8,
             WINDOW_UPDATE => self.len == 4,

@@ -70,13 +70,8 @@ impl Fields {
             }
         }
         match name {
-            b":method" => {
-                if value.is_empty() || value.len() > MAX_METHOD {
-                    self.unknown = true;
-                } else {
-                    set(&mut self.method, value, MAX_METHOD);
-                }
-            }
+            b":method" if value.is_empty() || value.len() > MAX_METHOD => self.unknown = true,
+            b":method" => set(&mut self.method, value, MAX_METHOD),
             b":path" => set(&mut self.path, value, MAX_TARGET),
             b":authority" => set(&mut self.authority, value, MAX_VALUE),
             b"host" => set(&mut self.host, value, MAX_VALUE),
@@ -94,10 +89,8 @@ impl Fields {
                 Some(_) => {}
                 None => self.unknown = true,
             },
-            b"grpc-message" => {
-                if self.grpc_message.is_none() {
-                    self.grpc_message = Some(bounded(&percent_decode(value), MAX_VALUE));
-                }
+            b"grpc-message" if self.grpc_message.is_none() => {
+                self.grpc_message = Some(bounded(&percent_decode(value), MAX_VALUE));
             }
             _ => {}
         }

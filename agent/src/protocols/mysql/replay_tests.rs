@@ -65,7 +65,10 @@ pub(crate) fn parse(script: &str) -> Vec<Line> {
             continue;
         }
         if let Some(at) = line.strip_prefix("close ") {
-            let at = at.trim().parse().unwrap_or_else(|_| panic!("{}", context()));
+            let at = at
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{}", context()));
             lines.push(Line::Close(at));
             continue;
         }

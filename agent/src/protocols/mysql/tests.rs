@@ -117,6 +117,10 @@ pub(super) fn greeting(version: &str, caps: u32) -> Vec<u8> {
 }
 
 pub(super) fn handshake(caps: u32, db: Option<&str>) -> Vec<u8> {
+    let caps = match db {
+        Some(_) => caps | CLIENT_CONNECT_WITH_DB,
+        None => caps & !CLIENT_CONNECT_WITH_DB,
+    };
     let mut p = caps.to_le_bytes().to_vec();
     p.extend_from_slice(&(1u32 << 24).to_le_bytes());
     p.push(45);
@@ -239,7 +243,13 @@ pub(super) fn connect(version: &str, client_caps: u32) -> Vec<Step> {
     ]
 }
 
-pub(super) fn prepare_ok(seq: u8, id: u32, columns: u16, params: u16, deprecate_eof: bool) -> Vec<u8> {
+pub(super) fn prepare_ok(
+    seq: u8,
+    id: u32,
+    columns: u16,
+    params: u16,
+    deprecate_eof: bool,
+) -> Vec<u8> {
     let mut p = vec![0x00];
     p.extend_from_slice(&id.to_le_bytes());
     p.extend_from_slice(&columns.to_le_bytes());
@@ -410,7 +420,11 @@ fn result_sets_with_and_without_deprecate_eof() {
         steps.push(resp(result_set(1, 1, 1, deprecate)));
         let out = run(&steps);
         let rows: Vec<_> = out.iter().map(|e| db(e).rows).collect();
-        assert_eq!(rows, vec![Some(4), Some(0), Some(1)], "deprecate {deprecate}");
+        assert_eq!(
+            rows,
+            vec![Some(4), Some(0), Some(1)],
+            "deprecate {deprecate}"
+        );
         assert!(out.iter().all(|e| !db(e).partial));
     }
 }
@@ -426,7 +440,9 @@ fn more_results_keep_the_exchange_open() {
         let packets = |columns: u8, rows: u8| 1 + columns + u8::from(!deprecate) + rows + 1;
         steps.push(resp(result_set_with_status(1, 1, 2, deprecate, MORE)));
         let next_seq = 1 + packets(1, 2);
-        steps.push(resp(result_set_with_status(next_seq, 1, 3, deprecate, MORE)));
+        steps.push(resp(result_set_with_status(
+            next_seq, 1, 3, deprecate, MORE,
+        )));
         let last_seq = next_seq + packets(1, 3);
         steps.push(resp(ok(last_seq, 0, 2)));
         steps.push(req(query("SELECT 1")));
@@ -463,7 +479,10 @@ fn init_db_use_and_session_tracking_set_the_namespace() {
     steps.push(req(query("SELECT 2")));
     steps.push(resp(ok(1, 0, 2)));
     let out = run(&steps);
-    let namespaces: Vec<_> = out.iter().map(|e| db(e).namespace.clone().unwrap()).collect();
+    let namespaces: Vec<_> = out
+        .iter()
+        .map(|e| db(e).namespace.clone().unwrap())
+        .collect();
     assert_eq!(
         namespaces,
         vec!["inventory", "inventory", "my db", "my db", "audit", "audit"]
@@ -619,7 +638,10 @@ fn statement_prepared_once_executed_many_times() {
 fn prepare_ok_with_deprecate_eof_and_without_definitions() {
     let caps = BASE_CAPS | CLIENT_DEPRECATE_EOF;
     let mut steps = connect("8.0.36", caps);
-    steps.push(req(command(COM_STMT_PREPARE, b"SELECT a, b FROM t WHERE c = ?")));
+    steps.push(req(command(
+        COM_STMT_PREPARE,
+        b"SELECT a, b FROM t WHERE c = ?",
+    )));
     steps.push(resp(prepare_ok(1, 1, 2, 1, true)));
     steps.push(req(command(COM_STMT_PREPARE, b"DO 1")));
     steps.push(resp(prepare_ok(1, 2, 0, 0, true)));
@@ -634,10 +656,7 @@ fn prepare_ok_with_deprecate_eof_and_without_definitions() {
     steps.push(resp(ok(1, 0, 2)));
     let out = run(&steps);
     assert_eq!(
-        summary(&out)
-            .into_iter()
-            .map(|t| t.1)
-            .collect::<Vec<_>>(),
+        summary(&out).into_iter().map(|t| t.1).collect::<Vec<_>>(),
         vec!["SELECT a, b FROM t WHERE c = ?", "DO 1"]
     );
     assert_eq!(db(&out[0]).rows, Some(1));
@@ -653,7 +672,10 @@ fn failed_prepare_is_reported_successful_prepare_is_not() {
     steps.push(resp(prepare_ok(1, 3, 1, 0, false)));
     let out = run(&steps);
     assert_eq!(out.len(), 1);
-    assert_eq!(db(&out[0]).query_text.as_deref(), Some("SELECT * FROM nowhere"));
+    assert_eq!(
+        db(&out[0]).query_text.as_deref(),
+        Some("SELECT * FROM nowhere")
+    );
     assert_eq!(db(&out[0]).status_code.as_deref(), Some("1146"));
 }
 
@@ -669,7 +691,10 @@ fn mariadb_pipelined_prepare_execute_close_with_last_statement_id() {
     steps.push(resp(answers));
     let out = run(&steps);
     assert_eq!(out.len(), 1);
-    assert_eq!(db(&out[0]).query_text.as_deref(), Some("INSERT INTO t VALUES (?)"));
+    assert_eq!(
+        db(&out[0]).query_text.as_deref(),
+        Some("INSERT INTO t VALUES (?)")
+    );
     assert_eq!(db(&out[0]).rows, Some(1));
     assert!(!db(&out[0]).partial);
 }
@@ -724,7 +749,10 @@ fn query_attributes_are_skipped_to_reach_the_sql() {
 #[test]
 fn joined_late_without_capabilities() {
     // No handshake seen: both result-set endings must be understood.
-    let mut steps = vec![req(query("SELECT a FROM t")), resp(result_set(1, 1, 2, false))];
+    let mut steps = vec![
+        req(query("SELECT a FROM t")),
+        resp(result_set(1, 1, 2, false)),
+    ];
     steps.push(req(query("SELECT b FROM t")));
     steps.push(resp(result_set(1, 1, 3, true)));
     steps.push(req(query("SELECT c FROM t WHERE 0")));
@@ -740,7 +768,10 @@ fn joined_late_without_capabilities() {
     assert_eq!(rows, vec![Some(2), Some(3), Some(0), Some(0), Some(1)]);
     assert_eq!(db(&out[3]).query_text.as_deref(), Some("SELECT 4"));
     assert_eq!(db(&out[4]).query_text.as_deref(), Some("SELECT ?"));
-    assert!(out.iter().all(|e| !db(e).partial && db(e).system == "mysql"));
+    assert!(
+        out.iter()
+            .all(|e| !db(e).partial && db(e).system == "mysql")
+    );
 }
 
 #[test]
@@ -763,7 +794,10 @@ fn mariadb_cached_metadata_skips_column_definitions() {
 fn mariadb_progress_reports_are_not_answers() {
     let mut steps = connect("5.5.5-10.6.12-MariaDB", BASE_CAPS);
     steps.push(req(query("ALTER TABLE t ADD c INT")));
-    steps.push(resp(pkt(1, b"\xff\xff\xff\x01\x01\x02\x00\x10\x27\x00\x00\x05stage")));
+    steps.push(resp(pkt(
+        1,
+        b"\xff\xff\xff\x01\x01\x02\x00\x10\x27\x00\x00\x05stage",
+    )));
     steps.push(resp(ok(2, 0, 2)));
     let out = run(&steps);
     assert_eq!(out.len(), 1);
@@ -816,7 +850,13 @@ fn continued_packets_are_joined() {
     steps.push(resp(ok(2, 0, 2)));
     let out = run(&steps);
     assert_eq!(out.len(), 1);
-    assert!(db(&out[0]).query_text.as_deref().unwrap().starts_with("SELECT '"));
+    assert!(
+        db(&out[0])
+            .query_text
+            .as_deref()
+            .unwrap()
+            .starts_with("SELECT '")
+    );
     assert_eq!(db(&out[0]).rows, Some(0));
 }
 

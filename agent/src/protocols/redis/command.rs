@@ -41,9 +41,9 @@ impl Command {
         let name = self.args.first()?;
         let plausible = !name.is_empty()
             && name.len() <= 64
-            && name
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'|' | b':' | b'-'));
+            && name.iter().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'|' | b':' | b'-')
+            });
         plausible.then(|| String::from_utf8_lossy(name).to_ascii_uppercase())
     }
 
@@ -78,13 +78,23 @@ enum State {
     /// After `*`: the argument count line.
     ArrayLen,
     /// `left` arguments to come, the next starts with `$`.
-    BulkStart { left: u64 },
+    BulkStart {
+        left: u64,
+    },
     /// After `$`: the length line.
-    BulkLen { left: u64 },
+    BulkLen {
+        left: u64,
+    },
     /// Inside an argument value.
-    BulkData { left: u64, remaining: u64 },
+    BulkData {
+        left: u64,
+        remaining: u64,
+    },
     /// The CRLF after a value; `remaining` of its two bytes to come.
-    BulkEnd { left: u64, remaining: u8 },
+    BulkEnd {
+        left: u64,
+        remaining: u8,
+    },
     Inline,
     /// Framing is unknown until a chunk starts with a plausible command.
     Lost,
@@ -141,7 +151,9 @@ impl CommandReader {
                     continue;
                 }
                 if !input.data.is_empty() {
-                    let n = usize::try_from(remaining).unwrap_or(usize::MAX).min(input.data.len());
+                    let n = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(input.data.len());
                     let keep = n.min(MAX_ARG_LEN.saturating_sub(self.arg.len()));
                     self.arg.extend_from_slice(&input.data[..keep]);
                     self.arg_cut |= keep < n;
@@ -214,6 +226,8 @@ impl CommandReader {
                         start_ns: self.chunk_first_ns,
                         ..Command::default()
                     };
+                    self.arg.clear();
+                    self.arg_cut = false;
                     self.line.clear();
                     self.line_len = 0;
                     if b == b'*' {
@@ -333,19 +347,50 @@ pub fn parse_number(digits: &[u8]) -> Option<i64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let value = digits
-        .iter()
-        .try_fold(0i64, |acc, &d| acc.checked_mul(10)?.checked_add(i64::from(d - b'0')))?;
+    let value = digits.iter().try_fold(0i64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(i64::from(d - b'0'))
+    })?;
     Some(if negative { -value } else { value })
 }
 
 /// Inline commands accepted at the start of a connection or to pick a stream up again. Not
 /// GET and the like: an HTTP request line must never pass.
 const INLINE_COMMANDS: &[&str] = &[
-    "PING", "ECHO", "AUTH", "HELLO", "SELECT", "INFO", "SET", "DEL", "INCR", "DECR", "EXISTS",
-    "KEYS", "DBSIZE", "FLUSHALL", "FLUSHDB", "MONITOR", "CLIENT", "CONFIG", "QUIT", "SUBSCRIBE",
-    "PSUBSCRIBE", "PUBLISH", "LPUSH", "RPUSH", "LRANGE", "HSET", "HGET", "HGETALL", "MGET", "MSET",
-    "EXPIRE", "TTL", "SCAN", "MULTI", "EXEC",
+    "PING",
+    "ECHO",
+    "AUTH",
+    "HELLO",
+    "SELECT",
+    "INFO",
+    "SET",
+    "DEL",
+    "INCR",
+    "DECR",
+    "EXISTS",
+    "KEYS",
+    "DBSIZE",
+    "FLUSHALL",
+    "FLUSHDB",
+    "MONITOR",
+    "CLIENT",
+    "CONFIG",
+    "QUIT",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "PUBLISH",
+    "LPUSH",
+    "RPUSH",
+    "LRANGE",
+    "HSET",
+    "HGET",
+    "HGETALL",
+    "MGET",
+    "MSET",
+    "EXPIRE",
+    "TTL",
+    "SCAN",
+    "MULTI",
+    "EXEC",
 ];
 
 /// Whether `data` starts with a command: `*N\r\n$` or a well-known inline command line.
@@ -361,10 +406,17 @@ pub fn starts_command(data: &[u8]) -> bool {
         return false;
     };
     let line = data[..end].strip_suffix(b"\r").unwrap_or(&data[..end]);
-    if line.len() > 512 || !line.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t') {
+    if line.len() > 512
+        || !line
+            .iter()
+            .all(|&b| (0x20..0x7f).contains(&b) || b == b'\t')
+    {
         return false;
     }
-    let word = line.split(|&b| b == b' ' || b == b'\t').next().unwrap_or_default();
+    let word = line
+        .split(|&b| b == b' ' || b == b'\t')
+        .next()
+        .unwrap_or_default();
     let rest = &line[word.len()..];
     INLINE_COMMANDS
         .iter()

@@ -51,11 +51,19 @@ enum State {
     /// A type byte is next.
     Type,
     /// The rest of the line after type byte `ty`.
-    Line { ty: u8 },
+    Line {
+        ty: u8,
+    },
     /// String bytes; `chunk`: part of a streamed string.
-    Bulk { remaining: u64, chunk: bool },
+    Bulk {
+        remaining: u64,
+        chunk: bool,
+    },
     /// The CRLF after string bytes.
-    BulkEnd { remaining: u8, chunk: bool },
+    BulkEnd {
+        remaining: u8,
+        chunk: bool,
+    },
     /// A streamed string: `;N` chunk headers until `;0`.
     StreamedChunk,
     Lost,
@@ -266,7 +274,11 @@ impl ReplyReader {
                     if b != b'\n' {
                         self.line_len += 1;
                         let textual = matches!(ty, b'+' | b'-' | b',' | b'(');
-                        let limit = if textual { MAX_TEXT_KEEP } else { MAX_NUMBER_LINE };
+                        let limit = if textual {
+                            MAX_TEXT_KEEP
+                        } else {
+                            MAX_NUMBER_LINE
+                        };
                         if self.line_cr
                             || self.line_len > MAX_LINE
                             || (!textual && self.line_len > limit)
@@ -389,7 +401,9 @@ impl ReplyReader {
                 } else {
                     match parse_number(text) {
                         Some(-1) if ty == b'*' => return self.value_done(),
-                        Some(n) if n >= 0 => Some(n as u64 * if matches!(ty, b'%' | b'|') { 2 } else { 1 }),
+                        Some(n) if n >= 0 => {
+                            Some(n as u64 * if matches!(ty, b'%' | b'|') { 2 } else { 1 })
+                        }
                         _ => {
                             self.state = State::Lost;
                             return None;

@@ -17,7 +17,10 @@ fn big_values_in_uncaptured_bytes_are_skipped_by_length() {
         req(&cmd(&["DEL", "big"])),
         resp(b":1\r\n"),
     ]);
-    let ops: Vec<_> = out.iter().map(|e| db(e).operation.clone().unwrap()).collect();
+    let ops: Vec<_> = out
+        .iter()
+        .map(|e| db(e).operation.clone().unwrap())
+        .collect();
     assert_eq!(ops, vec!["SET", "GET", "DEL"]);
     assert!(out.iter().all(|e| !db(e).partial));
     assert_eq!(out[1].response_end_ns, Some(5500));
@@ -39,7 +42,10 @@ fn lost_reply_framing_ends_at_the_next_command_and_resyncs() {
         req(&cmd(&["PING"])),
         resp(b"+PONG\r\n"),
     ]);
-    let ops: Vec<_> = out.iter().map(|e| db(e).operation.clone().unwrap()).collect();
+    let ops: Vec<_> = out
+        .iter()
+        .map(|e| db(e).operation.clone().unwrap())
+        .collect();
     assert_eq!(ops, vec!["LRANGE", "LLEN", "PING"]);
     assert!(db(&out[0]).partial);
     assert_eq!(out[0].response_start_ns, Some(2000));
@@ -62,10 +68,19 @@ fn lost_command_framing_reports_what_was_read_and_resyncs() {
         req(&cmd(&["LLEN", "l"])),
         resp(b":500\r\n"),
     ]);
-    let ops: Vec<_> = out.iter().map(|e| db(e).operation.clone().unwrap()).collect();
+    let ops: Vec<_> = out
+        .iter()
+        .map(|e| db(e).operation.clone().unwrap())
+        .collect();
     assert_eq!(ops, vec!["RPUSH", "LLEN"]);
     assert!(db(&out[0]).partial);
-    assert!(db(&out[0]).query_text.as_deref().unwrap().starts_with("RPUSH l item0 item1"));
+    assert!(
+        db(&out[0])
+            .query_text
+            .as_deref()
+            .unwrap()
+            .starts_with("RPUSH l item0 item1")
+    );
     assert_eq!(out[0].response_start_ns, Some(2000));
     assert!(!db(&out[1]).partial);
 }
@@ -78,7 +93,10 @@ fn garbage_replies_lose_framing_without_junk() {
         req(&cmd(&["GET", "b"])),
         resp(b"$1\r\nb\r\n"),
     ]);
-    let ops: Vec<_> = out.iter().map(|e| db(e).query_text.clone().unwrap()).collect();
+    let ops: Vec<_> = out
+        .iter()
+        .map(|e| db(e).query_text.clone().unwrap())
+        .collect();
     assert_eq!(ops, vec!["GET a", "GET b"]);
     assert!(db(&out[0]).partial);
     assert_eq!(out[0].response_start_ns, None);
@@ -97,9 +115,10 @@ fn garbage_requests_yield_nothing() {
     ] {
         let out = run(&[req(junk), resp(b"-ERR Protocol error\r\n")]);
         assert!(
-            out.iter().all(|e| db(e).operation.as_deref().is_some_and(|op| op
-                .bytes()
-                .all(|b| b.is_ascii_graphic()))),
+            out.iter().all(|e| db(e)
+                .operation
+                .as_deref()
+                .is_some_and(|op| op.bytes().all(|b| b.is_ascii_graphic()))),
             "{junk:?}: {out:?}"
         );
     }
@@ -115,7 +134,10 @@ fn bad_crlf_after_a_value_loses_framing() {
     ]);
     // The broken GET is reported partial (its name was read); the PING after the broken
     // bytes in the same chunk is not trusted; the next chunk's PING is.
-    let ops: Vec<_> = out.iter().map(|e| db(e).operation.clone().unwrap()).collect();
+    let ops: Vec<_> = out
+        .iter()
+        .map(|e| db(e).operation.clone().unwrap())
+        .collect();
     assert_eq!(ops, vec!["GET", "PING"]);
     assert!(db(&out[0]).partial);
 }
@@ -159,7 +181,12 @@ fn pending_commands_are_bounded_and_pairing_survives() {
     };
     let total = MAX_PENDING + 44;
     for i in 0..total {
-        feed(&mut session, Flow::Request, &cmd(&["GET", &format!("k{i}")]), &mut out);
+        feed(
+            &mut session,
+            Flow::Request,
+            &cmd(&["GET", &format!("k{i}")]),
+            &mut out,
+        );
         assert!(session.pending.len() <= MAX_PENDING);
     }
     assert_eq!(out.len(), 44);
@@ -173,7 +200,11 @@ fn pending_commands_are_bounded_and_pairing_survives() {
     assert_eq!(out.len(), total + 1);
     // The answered ones got their own replies (the evicted ones' replies were skipped).
     assert!(out[44..total].iter().all(|e| e.response_start_ns.is_some()));
-    assert!(out[..44].iter().all(|e| e.response_start_ns.is_none() && db(e).partial));
+    assert!(
+        out[..44]
+            .iter()
+            .all(|e| e.response_start_ns.is_none() && db(e).partial)
+    );
     assert_eq!(db(&out[total]).operation.as_deref(), Some("PING"));
 }
 
@@ -217,5 +248,8 @@ fn oversized_lines_are_bounded() {
     assert!(message.len() <= 512);
     let inline = db(&out[1]).query_text.clone().unwrap();
     assert!(inline.len() <= command::MAX_TEXT_LEN);
-    assert!(out.iter().all(|e| db(e).query_text.as_ref().unwrap().len() <= command::MAX_TEXT_LEN));
+    assert!(
+        out.iter()
+            .all(|e| db(e).query_text.as_ref().unwrap().len() <= command::MAX_TEXT_LEN)
+    );
 }

@@ -231,7 +231,10 @@ fn multi_exec_is_one_exchange_per_command() {
         req(&cmd(&["PING"])),
         resp(b"+PONG\r\n"),
     ]);
-    let ops: Vec<_> = out.iter().map(|e| db(e).operation.clone().unwrap()).collect();
+    let ops: Vec<_> = out
+        .iter()
+        .map(|e| db(e).operation.clone().unwrap())
+        .collect();
     assert_eq!(ops, vec!["MULTI", "INCR", "SELECT", "EXEC", "PING"]);
     // A queued SELECT is not known to have run.
     assert!(out.iter().all(|e| db(e).namespace.as_deref() == Some("0")));
@@ -253,7 +256,10 @@ fn select_sets_the_namespace_when_it_succeeds() {
         req(&cmd(&["GET", "c"])),
         resp(b"$-1\r\n"),
     ]);
-    let ns: Vec<_> = out.iter().map(|e| db(e).namespace.clone().unwrap()).collect();
+    let ns: Vec<_> = out
+        .iter()
+        .map(|e| db(e).namespace.clone().unwrap())
+        .collect();
     assert_eq!(ns, vec!["2", "2", "2", "2", "0", "0"]);
 }
 
@@ -285,12 +291,20 @@ fn resp3_types_and_attributes() {
         req(&cmd(&["K"])),
         resp(b"%?\r\n+a\r\n:1\r\n.\r\n"),
     ]);
-    let ops: Vec<_> = out.iter().map(|e| db(e).operation.clone().unwrap()).collect();
+    let ops: Vec<_> = out
+        .iter()
+        .map(|e| db(e).operation.clone().unwrap())
+        .collect();
     assert_eq!(
         ops,
-        vec!["HELLO", "A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K"]
+        vec![
+            "HELLO", "A", "B", "C", "D", "E", "F", "G", "H", "I", "J", "K"
+        ]
     );
-    assert!(out.iter().all(|e| !db(e).partial && db(e).status_code.is_none()));
+    assert!(
+        out.iter()
+            .all(|e| !db(e).partial && db(e).status_code.is_none())
+    );
     assert_eq!(out[7].response_start_ns, Some(16000));
 }
 
@@ -337,7 +351,13 @@ fn resp2_subscribe_mode() {
     ]);
     let got: Vec<_> = out
         .iter()
-        .map(|e| (db(e).operation.clone().unwrap(), e.response_start_ns, e.response_end_ns))
+        .map(|e| {
+            (
+                db(e).operation.clone().unwrap(),
+                e.response_start_ns,
+                e.response_end_ns,
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -436,7 +456,11 @@ fn inline_commands() {
     ]);
     assert_eq!(
         texts(&out),
-        vec![pair("PING", ""), pair("set k \"v\"", ""), pair("ECHO hi", "")]
+        vec![
+            pair("PING", ""),
+            pair("set k \"v\"", ""),
+            pair("ECHO hi", "")
+        ]
     );
     assert_eq!(db(&out[1]).operation.as_deref(), Some("SET"));
 }

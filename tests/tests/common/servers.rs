@@ -1,0 +1,143 @@
+//! Real database servers for the end-to-end tests, each a private instance on a free loopback
+//! port with its data in a temporary directory, stopped when dropped.
+
+use std::{
+    ffi::CString,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use super::{Program, free_port, wait_for_port};
+
+pub struct Server {
+    pub port: u16,
+    _program: Program,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn user_ids(name: &str) -> (u32, u32) {
+    let c = CString::new(name).unwrap();
+    // SAFETY: getpwnam returns a pointer to static storage or null; read at once.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    assert!(!pw.is_null(), "system user {name} missing: run `cargo xtask setup`");
+    // SAFETY: non-null result of getpwnam.
+    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+}
+
+fn private_dir(tag: &str, owner: (u32, u32)) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("periscope-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = CString::new(dir.to_str().unwrap()).unwrap();
+    // SAFETY: chown on a path we just created.
+    unsafe { libc::chown(c.as_ptr(), owner.0, owner.1) };
+    dir
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn postgres_bin(name: &str) -> PathBuf {
+    let root = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(root)
+        .expect("PostgreSQL installed (cargo xtask setup)")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    versions.sort();
+    versions.last().unwrap().join("bin").join(name)
+}
+
+/// PostgreSQL with trust authentication for user `postgres`.
+pub fn postgres() -> Server {
+    let ids = user_ids("postgres");
+    let dir = private_dir("pg", ids);
+    let data = dir.join("data");
+    run_ok(
+        Command::new(postgres_bin("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .uid(ids.0)
+            .gid(ids.1),
+    );
+    let port = free_port();
+    let program = Program::spawn(
+        Command::new(postgres_bin("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-k")
+            .arg(&dir)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .uid(ids.0)
+            .gid(ids.1),
+    );
+    wait_for_port(port);
+    Server {
+        port,
+        _program: program,
+        dir,
+    }
+}
+
+/// MariaDB without grant tables: `root` with any password.
+pub fn mariadb() -> Server {
+    let ids = user_ids("mysql");
+    let dir = private_dir("mariadb", ids);
+    let data = dir.join("data");
+    run_ok(
+        Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--user=mysql", "--skip-test-db", "--auth-root-authentication-method=normal"]),
+    );
+    let port = free_port();
+    let program = Program::spawn(
+        Command::new("mariadbd")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
+            .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
+            .arg(format!("--port={port}"))
+            .args(["--bind-address=127.0.0.1", "--user=mysql", "--skip-grant-tables"]),
+    );
+    wait_for_port(port);
+    // The port opens a moment before the server accepts logins.
+    std::thread::sleep(Duration::from_millis(300));
+    Server {
+        port,
+        _program: program,
+        dir,
+    }
+}
+
+pub fn redis() -> Server {
+    let dir = private_dir("redis", (0, 0));
+    let port = free_port();
+    let program = Program::spawn(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--daemonize", "no", "--dir"])
+            .arg(&dir),
+    );
+    wait_for_port(port);
+    Server {
+        port,
+        _program: program,
+        dir,
+    }
+}
