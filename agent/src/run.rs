@@ -19,8 +19,8 @@ use crate::{
         probes::{KernelCounts, ProbeOptions, Probes},
         processes::ProcessSelector,
         self_traffic::SelfTraffic,
-        tls::TlsProbes,
         streams::{Connections, Finished, StreamOutput, StreamStats},
+        tls::TlsProbes,
     },
     config::{OutputFormat, RunConfig},
     export::{
@@ -29,7 +29,10 @@ use crate::{
         pipeline::{ExportPipeline, ExportStatsSnapshot, PipelineOptions},
         terminal::{TerminalExporter, TerminalFormat},
     },
-    spans::{SpanFactory, assembly::AssemblyStats, SpanOptions, clock::monotonic_now_ns, db::DbOptions, http::HttpOptions},
+    spans::{
+        SpanFactory, SpanOptions, assembly::AssemblyStats, clock::monotonic_now_ns, db::DbOptions,
+        http::HttpOptions,
+    },
 };
 
 /// Bound on concurrently tracked connections (each holds a decoder).
@@ -190,7 +193,10 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             factory.evict_stale(monotonic_now_ns());
             connections.refresh_own_sockets();
         }
-        if tls_pending.first().is_some_and(|(due, _)| *due <= Instant::now()) {
+        if tls_pending
+            .first()
+            .is_some_and(|(due, _)| *due <= Instant::now())
+        {
             let now = Instant::now();
             let due: Vec<u32> = tls_pending
                 .iter()

@@ -6,7 +6,9 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use common::{Agent, Program, curl, free_port, require_capture, serial, servers, wait_for_port, workload};
+use common::{
+    Agent, Program, curl, free_port, require_capture, serial, servers, wait_for_port, workload,
+};
 use periscope_tests::{OtlpReceiver, ReceivedSpan, Transport};
 
 fn db_spans<'a>(spans: &'a [ReceivedSpan], system: &str) -> Vec<&'a ReceivedSpan> {
@@ -17,7 +19,11 @@ fn db_spans<'a>(spans: &'a [ReceivedSpan], system: &str) -> Vec<&'a ReceivedSpan
 }
 
 fn named<'a>(spans: &[&'a ReceivedSpan], name: &str) -> Vec<&'a ReceivedSpan> {
-    spans.iter().copied().filter(|s| s.span.name == name).collect()
+    spans
+        .iter()
+        .copied()
+        .filter(|s| s.span.name == name)
+        .collect()
 }
 
 fn summary(spans: &[&ReceivedSpan]) -> Vec<String> {
@@ -36,7 +42,12 @@ fn summary(spans: &[&ReceivedSpan]) -> Vec<String> {
 }
 
 /// Runs one route of the app with the agent watching, and returns every span received.
-fn traced_route(route: &str, expect_db_spans: usize, system: &str, db_args: &[String]) -> Vec<ReceivedSpan> {
+fn traced_route(
+    route: &str,
+    expect_db_spans: usize,
+    system: &str,
+    db_args: &[String],
+) -> Vec<ReceivedSpan> {
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
     let port = free_port();
     let _app = Program::spawn(
@@ -47,11 +58,21 @@ fn traced_route(route: &str, expect_db_spans: usize, system: &str, db_args: &[St
     );
     wait_for_port(port);
     let agent = Agent::start(
-        &["--exe", "db_app.py", "--otlp-endpoint", &receiver.endpoint(), "--otlp-protocol", "grpc"],
+        &[
+            "--exe",
+            "db_app.py",
+            "--otlp-endpoint",
+            &receiver.endpoint(),
+            "--otlp-protocol",
+            "grpc",
+        ],
         &[],
     );
     let body = curl(&[&format!("http://127.0.0.1:{port}{route}")]);
-    assert!(body.contains("\"result\""), "the app's database calls failed: {body}");
+    assert!(
+        body.contains("\"result\""),
+        "the app's database calls failed: {body}"
+    );
     let spans = receiver.wait_for(Duration::from_secs(20), |s| {
         s.iter().any(|s| s.span.name == format!("GET {route}"))
             && db_spans(s, system).len() >= expect_db_spans
@@ -70,8 +91,18 @@ fn assert_inside_request(spans: &[ReceivedSpan], route: &str, db: &[&ReceivedSpa
     for s in db {
         assert_eq!(s.kind_name(), "client", "{}", s.span.name);
         assert_eq!(s.service_name, "db_app");
-        assert_eq!(s.trace_id_hex(), server[0].trace_id_hex(), "{} in the request's trace", s.span.name);
-        assert_eq!(s.parent_span_id_hex(), server[0].span_id_hex(), "{} child of the request", s.span.name);
+        assert_eq!(
+            s.trace_id_hex(),
+            server[0].trace_id_hex(),
+            "{} in the request's trace",
+            s.span.name
+        );
+        assert_eq!(
+            s.parent_span_id_hex(),
+            server[0].span_id_hex(),
+            "{} child of the request",
+            s.span.name
+        );
         assert!(s.duration() <= server[0].duration());
     }
 }
@@ -81,11 +112,20 @@ fn postgresql_simple_prepared_pipelined_and_failing_queries() {
     require_capture!();
     let _serial = serial();
     let pg = servers::postgres();
-    let spans = traced_route("/pg", 9, "postgresql", &["--pg".into(), pg.port.to_string()]);
+    let spans = traced_route(
+        "/pg",
+        9,
+        "postgresql",
+        &["--pg".into(), pg.port.to_string()],
+    );
     let db = db_spans(&spans, "postgresql");
     let all = summary(&db);
     let inserts = named(&db, "INSERT items");
-    assert_eq!(inserts.len(), 4, "3 prepared executions + 1 duplicate: {all:#?}");
+    assert_eq!(
+        inserts.len(),
+        4,
+        "3 prepared executions + 1 duplicate: {all:#?}"
+    );
     for s in &inserts {
         assert_eq!(
             s.attr("db.query.text").as_deref(),
@@ -100,11 +140,21 @@ fn postgresql_simple_prepared_pipelined_and_failing_queries() {
     }
     let failed: Vec<_> = inserts.iter().filter(|s| s.is_error()).collect();
     assert_eq!(failed.len(), 1, "{all:#?}");
-    assert_eq!(failed[0].attr("db.response.status_code").as_deref(), Some("23505"));
+    assert_eq!(
+        failed[0].attr("db.response.status_code").as_deref(),
+        Some("23505")
+    );
     assert_eq!(named(&db, "CREATE items").len(), 1, "{all:#?}");
     assert_eq!(named(&db, "DELETE items").len(), 1, "{all:#?}");
-    assert_eq!(named(&db, "UPDATE items").len(), 1, "pipelined update: {all:#?}");
-    assert!(named(&db, "SELECT items").len() >= 2, "prepared select + pipelined count: {all:#?}");
+    assert_eq!(
+        named(&db, "UPDATE items").len(),
+        1,
+        "pipelined update: {all:#?}"
+    );
+    assert!(
+        named(&db, "SELECT items").len() >= 2,
+        "prepared select + pipelined count: {all:#?}"
+    );
     assert_inside_request(&spans, "/pg", &db);
 }
 
@@ -113,7 +163,12 @@ fn mariadb_queries_database_switch_and_errors() {
     require_capture!();
     let _serial = serial();
     let mdb = servers::mariadb();
-    let spans = traced_route("/mysql", 6, "mariadb", &["--mysql".into(), mdb.port.to_string()]);
+    let spans = traced_route(
+        "/mysql",
+        6,
+        "mariadb",
+        &["--mysql".into(), mdb.port.to_string()],
+    );
     let db = db_spans(&spans, "mariadb");
     let all = summary(&db);
     let insert = named(&db, "INSERT orders");
@@ -123,13 +178,20 @@ fn mariadb_queries_database_switch_and_errors() {
         Some("INSERT INTO orders (id, total) VALUES (?, ?)"),
         "literals are replaced by ?"
     );
-    assert_eq!(insert[0].attr("db.namespace").as_deref(), Some("shop"), "after COM_INIT_DB");
+    assert_eq!(
+        insert[0].attr("db.namespace").as_deref(),
+        Some("shop"),
+        "after COM_INIT_DB"
+    );
     assert_eq!(insert[0].int_attr("server.port"), Some(mdb.port as i64));
     assert_eq!(named(&db, "SELECT orders").len(), 1, "{all:#?}");
     let missing = named(&db, "SELECT missing_table");
     assert_eq!(missing.len(), 1, "{all:#?}");
     assert!(missing[0].is_error());
-    assert_eq!(missing[0].attr("db.response.status_code").as_deref(), Some("1146"));
+    assert_eq!(
+        missing[0].attr("db.response.status_code").as_deref(),
+        Some("1146")
+    );
     assert_inside_request(&spans, "/mysql", &db);
 }
 
@@ -138,19 +200,35 @@ fn redis_commands_pipelines_and_errors() {
     require_capture!();
     let _serial = serial();
     let redis = servers::redis();
-    let spans = traced_route("/redis", 7, "redis", &["--redis".into(), redis.port.to_string()]);
+    let spans = traced_route(
+        "/redis",
+        7,
+        "redis",
+        &["--redis".into(), redis.port.to_string()],
+    );
     let db = db_spans(&spans, "redis");
     let all = summary(&db);
     let set = named(&db, "SET");
     assert_eq!(set.len(), 1, "{all:#?}");
-    assert_eq!(set[0].attr("db.query.text").as_deref(), Some("SET ? ?"), "arguments hidden");
+    assert_eq!(
+        set[0].attr("db.query.text").as_deref(),
+        Some("SET ? ?"),
+        "arguments hidden"
+    );
     assert_eq!(set[0].attr("db.operation.name").as_deref(), Some("SET"));
-    assert_eq!(named(&db, "INCR").len(), 2, "pipelined commands, one span each: {all:#?}");
+    assert_eq!(
+        named(&db, "INCR").len(),
+        2,
+        "pipelined commands, one span each: {all:#?}"
+    );
     assert_eq!(named(&db, "GET").len(), 2, "{all:#?}");
     let lpush = named(&db, "LPUSH");
     assert_eq!(lpush.len(), 1, "{all:#?}");
     assert!(lpush[0].is_error());
-    assert_eq!(lpush[0].attr("db.response.status_code").as_deref(), Some("WRONGTYPE"));
+    assert_eq!(
+        lpush[0].attr("db.response.status_code").as_deref(),
+        Some("WRONGTYPE")
+    );
     assert_inside_request(&spans, "/redis", &db);
 }
 
@@ -172,14 +250,35 @@ fn command_line_clients() {
     );
     let ok = |cmd: &mut Command| {
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     ok(Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "postgres", "-d", "postgres"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
         .args(["-c", "SELECT 40 + 2 AS answer"])
         .env("PGSSLMODE", "disable"));
     ok(Command::new("mariadb")
-        .args(["-h", "127.0.0.1", "-P", &mdb.port.to_string(), "-u", "root", "--skip-ssl"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &mdb.port.to_string(),
+            "-u",
+            "root",
+            "--skip-ssl",
+        ])
         .args(["-e", "SELECT 'hello' AS greeting"]));
     ok(Command::new("redis-cli").args(["-p", &redis.port.to_string(), "PING"]));
     let spans = receiver.wait_for(Duration::from_secs(20), |s| {
@@ -203,5 +302,10 @@ fn command_line_clients() {
         summary(&my)
     );
     let rd = db_spans(&spans, "redis");
-    assert!(rd.iter().any(|s| s.service_name == "redis-cli" && s.span.name == "PING"), "{:#?}", summary(&rd));
+    assert!(
+        rd.iter()
+            .any(|s| s.service_name == "redis-cli" && s.span.name == "PING"),
+        "{:#?}",
+        summary(&rd)
+    );
 }

@@ -8,7 +8,12 @@ use std::{process::Command, time::Duration};
 use common::{Agent, Program, curl, free_port, require_capture, serial, wait_for_port, workload};
 use periscope_tests::{OtlpReceiver, ReceivedSpan, Transport};
 
-fn named<'a>(spans: &'a [ReceivedSpan], service: &str, kind: &str, name: &str) -> Vec<&'a ReceivedSpan> {
+fn named<'a>(
+    spans: &'a [ReceivedSpan],
+    service: &str,
+    kind: &str,
+    name: &str,
+) -> Vec<&'a ReceivedSpan> {
     spans
         .iter()
         .filter(|s| s.service_name == service && s.kind_name() == kind && s.span.name == name)
@@ -32,21 +37,43 @@ fn python_tls_server_with_curl_and_python_clients() {
     wait_for_port(port);
     let endpoint = receiver.endpoint();
     let agent = Agent::start(
-        &["--exe", "tls_shop.py", "--exe", "curl", "--exe", "tls_client.py"],
+        &[
+            "--exe",
+            "tls_shop.py",
+            "--exe",
+            "curl",
+            "--exe",
+            "tls_client.py",
+        ],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ],
     );
     let base = format!("https://127.0.0.1:{port}");
-    curl(&["-k", "-o", "/dev/null", &format!("{base}/items/7?card=4111")]);
+    curl(&[
+        "-k",
+        "-o",
+        "/dev/null",
+        &format!("{base}/items/7?card=4111"),
+    ]);
     curl(&["-k", "-o", "/dev/null", &format!("{base}/fail")]);
     let out = Command::new("python3")
         .arg(workload("tls_client.py"))
-        .args(["127.0.0.1", &port.to_string(), "/items/1", "/items/2", "/missing"])
+        .args([
+            "127.0.0.1",
+            &port.to_string(),
+            "/items/1",
+            "/items/2",
+            "/missing",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let spans = receiver.wait_for(Duration::from_secs(20), |s| {
         s.iter().filter(|s| s.service_name == "tls_shop").count() >= 5
@@ -76,14 +103,27 @@ fn python_tls_server_with_curl_and_python_clients() {
 
     // Three requests on one kept-alive TLS connection from Python.
     for path in ["/items/1", "/items/2", "/missing"] {
-        assert_eq!(named(&spans, "tls_client", "client", &format!("GET {path}")).len(), 1, "{path}");
-        assert_eq!(named(&spans, "tls_shop", "server", &format!("GET {path}")).len(), 1, "{path}");
+        assert_eq!(
+            named(&spans, "tls_client", "client", &format!("GET {path}")).len(),
+            1,
+            "{path}"
+        );
+        assert_eq!(
+            named(&spans, "tls_shop", "server", &format!("GET {path}")).len(),
+            1,
+            "{path}"
+        );
     }
     // Nothing decoded from ciphertext: every span is one of the requests made above.
     let expected = ["/items/7", "/fail", "/items/1", "/items/2", "/missing"];
     for s in &spans {
         let path = s.attr("url.path").unwrap_or_default();
-        assert!(expected.contains(&path.as_str()), "unexpected span {} {}", s.kind_name(), s.span.name);
+        assert!(
+            expected.contains(&path.as_str()),
+            "unexpected span {} {}",
+            s.kind_name(),
+            s.span.name
+        );
         assert_eq!(s.attr("url.scheme").as_deref(), Some("https"));
     }
 }
@@ -99,7 +139,17 @@ fn nginx_https() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
         .arg("-keyout")
         .arg(dir.join("key.pem"))
         .arg("-out")
@@ -126,14 +176,33 @@ fn nginx_https() {
     )
     .unwrap();
     let agent = Agent::start(
-        &["--exe", "nginx", "--otlp-endpoint", &receiver.endpoint(), "--otlp-protocol", "grpc"],
+        &[
+            "--exe",
+            "nginx",
+            "--otlp-endpoint",
+            &receiver.endpoint(),
+            "--otlp-protocol",
+            "grpc",
+        ],
         &[],
     );
-    let nginx = if std::path::Path::new("/usr/sbin/nginx").exists() { "/usr/sbin/nginx" } else { "nginx" };
+    let nginx = if std::path::Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx"
+    } else {
+        "nginx"
+    };
     let _server = Program::spawn(Command::new(nginx).args(["-c", conf.to_str().unwrap()]));
     wait_for_port(port);
     let base = format!("https://127.0.0.1:{port}");
-    curl(&["-k", "-o", "/dev/null", &format!("{base}/index.html"), "-o", "/dev/null", &format!("{base}/teapot")]);
+    curl(&[
+        "-k",
+        "-o",
+        "/dev/null",
+        &format!("{base}/index.html"),
+        "-o",
+        "/dev/null",
+        &format!("{base}/teapot"),
+    ]);
     let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 2);
     agent.stop();
     assert_eq!(spans.len(), 2, "{spans:#?}");

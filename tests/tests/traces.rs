@@ -41,7 +41,11 @@ fn start_chain() -> Chain {
         ),
         python(
             "user",
-            vec!["--mode".into(), "sequential".into(), url("inventory", "/stock/42")],
+            vec![
+                "--mode".into(),
+                "sequential".into(),
+                url("inventory", "/stock/42"),
+            ],
         ),
         python(
             "gateway",
@@ -81,7 +85,13 @@ fn pick<'a>(
         "one {kind} span of {service} (peer {peer_port:?}) expected in trace: {:#?}",
         trace
             .iter()
-            .map(|s| (&s.service_name, s.kind_name(), &s.span.name, s.span_id_hex(), s.parent_span_id_hex()))
+            .map(|s| (
+                &s.service_name,
+                s.kind_name(),
+                &s.span.name,
+                s.span_id_hex(),
+                s.parent_span_id_hex()
+            ))
             .collect::<Vec<_>>()
     );
     found[0]
@@ -123,7 +133,11 @@ fn chain_of_services_is_one_trace_per_request() {
     const REQUESTS: usize = 3;
     const SPANS_PER_REQUEST: usize = 9;
     for i in 0..REQUESTS {
-        curl(&["-o", "/dev/null", &format!("http://127.0.0.1:{}/checkout/{i}", chain.gateway)]);
+        curl(&[
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{}/checkout/{i}", chain.gateway),
+        ]);
     }
     let spans = receiver.wait_for(Duration::from_secs(30), |s| {
         s.len() >= REQUESTS * SPANS_PER_REQUEST
@@ -145,7 +159,10 @@ fn chain_of_services_is_one_trace_per_request() {
     for trace in traces.values() {
         assert_eq!(trace.len(), SPANS_PER_REQUEST);
         let gateway = pick(trace, "gateway", "server", None);
-        assert!(gateway.parent_span_id_hex().is_empty() || gateway.parent_span_id_hex() == "0000000000000000");
+        assert!(
+            gateway.parent_span_id_hex().is_empty()
+                || gateway.parent_span_id_hex() == "0000000000000000"
+        );
         let to_auth = pick(trace, "gateway", "client", Some(p["auth"]));
         let to_user = pick(trace, "gateway", "client", Some(p["user"]));
         assert_child(to_auth, gateway);

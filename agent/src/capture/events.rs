@@ -1,8 +1,7 @@
 //! Decoding ring-buffer records into typed events, without copying payloads.
 
 use agent_common::{
-    CloseEvent, ConnTuple, DATA_FLAG_TLS, DataEventHeader, Direction, EventKind, ProcessEvent,
-    Role,
+    CloseEvent, ConnTuple, DATA_FLAG_TLS, DataEventHeader, Direction, EventKind, ProcessEvent, Role,
 };
 
 #[derive(Debug)]

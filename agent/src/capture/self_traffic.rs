@@ -27,7 +27,11 @@ impl SelfTraffic {
             return;
         };
         for entry in dir.flatten() {
-            let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
                 continue;
             };
             if let Some(port) = local_port(fd) {
@@ -76,8 +80,7 @@ fn local_port(fd: i32) -> Option<u16> {
 /// Both ends on this host: the remote address is loopback, or the local address itself.
 fn is_local(tuple: &ConnTuple) -> bool {
     let v4_loopback = tuple.family == AF_INET && tuple.remote_addr[0] == 127;
-    let v6_loopback =
-        tuple.family == AF_INET6 && tuple.remote_addr == Ipv6Addr::LOCALHOST.octets();
+    let v6_loopback = tuple.family == AF_INET6 && tuple.remote_addr == Ipv6Addr::LOCALHOST.octets();
     v4_loopback || v6_loopback || tuple.remote_addr == tuple.local_addr
 }
 
@@ -103,6 +106,9 @@ mod tests {
         assert!(!own.is_agent_peer(&tuple));
         tuple.remote_addr[..4].copy_from_slice(&[10, 9, 8, 7]);
         tuple.remote_port = port;
-        assert!(!own.is_agent_peer(&tuple), "a remote host is never the agent");
+        assert!(
+            !own.is_agent_peer(&tuple),
+            "a remote host is never the agent"
+        );
     }
 }

@@ -66,6 +66,9 @@ pub struct Connections {
 
 /// What decoding a chunk produced, in order. `tid` is the thread whose syscall produced it.
 #[derive(Debug)]
+// Both variants are frequent and live only briefly in a reused Vec: boxing the larger one
+// would cost an allocation per exchange for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum StreamOutput {
     /// A request's head was read (server) or written (client).
     Started {
@@ -256,7 +259,11 @@ impl Connection {
         out.extend(
             exchanges
                 .into_iter()
-                .map(|exchange| StreamOutput::Finished { meta, tid, exchange }),
+                .map(|exchange| StreamOutput::Finished {
+                    meta,
+                    tid,
+                    exchange,
+                }),
         );
         false
     }
@@ -270,11 +277,15 @@ impl Connection {
         session.close(at_ns, &mut exchanges);
         let n = exchanges.len();
         let meta = self.meta;
-        out.extend(exchanges.into_iter().map(|exchange| StreamOutput::Finished {
-            meta,
-            tid: 0,
-            exchange,
-        }));
+        out.extend(
+            exchanges
+                .into_iter()
+                .map(|exchange| StreamOutput::Finished {
+                    meta,
+                    tid: 0,
+                    exchange,
+                }),
+        );
         n
     }
 }

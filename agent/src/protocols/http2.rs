@@ -56,6 +56,7 @@
 
 mod frame;
 mod headers;
+mod huffman;
 #[cfg(test)]
 mod replay_tests;
 #[cfg(test)]
@@ -255,8 +256,9 @@ impl Http2Session {
 
     /// Decides how a direction begins, at its first chunk.
     fn start(&mut self, flow: Flow, data: &[u8]) {
-        let preface = flow == Flow::Request && PREFACE.starts_with(&data[..data.len().min(24)]);
-        let preface = preface && !data.is_empty();
+        let preface = flow == Flow::Request
+            && !data.is_empty()
+            && PREFACE.starts_with(&data[..data.len().min(PREFACE.len())]);
         if preface {
             self.saw_preface = true;
         }

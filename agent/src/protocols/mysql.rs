@@ -426,12 +426,12 @@ impl Core {
     fn request(&mut self, packet: Packet, payload: &[u8], end_ns: u64, out: &mut Vec<Exchange>) {
         match self.phase {
             Phase::Start | Phase::Greeted if packet.seq == 1 => self.handshake_response(payload),
-            Phase::Start | Phase::Greeted | Phase::Auth if packet.seq == 0 => {
-                // Joined late, or the end of authentication was not seen.
-                if !payload.is_empty() {
-                    self.phase = Phase::Command;
-                    self.command(packet, payload, end_ns, out);
-                }
+            // Joined late, or the end of authentication was not seen.
+            Phase::Start | Phase::Greeted | Phase::Auth
+                if packet.seq == 0 && !payload.is_empty() =>
+            {
+                self.phase = Phase::Command;
+                self.command(packet, payload, end_ns, out);
             }
             Phase::Command if packet.seq == 0 => self.command(packet, payload, end_ns, out),
             // Authentication data, LOCAL INFILE contents, continued handshakes.
@@ -640,12 +640,11 @@ impl Core {
     fn response(&mut self, packet: Packet, payload: &[u8], end_ns: u64, out: &mut Vec<Exchange>) {
         match self.phase {
             Phase::Start if packet.seq == 0 => self.greeting(payload),
-            Phase::Auth => match payload.first() {
-                // Authentication ends with OK, or with ERR (and the connection closes).
-                Some(0x00 | 0xff) => self.phase = Phase::Command,
-                // Auth switch, more data, public key.
-                _ => {}
-            },
+            // Authentication ends with OK, or with ERR (and the connection closes); auth
+            // switch, more-data and public-key packets come before.
+            Phase::Auth if matches!(payload.first(), Some(0x00 | 0xff)) => {
+                self.phase = Phase::Command
+            }
             Phase::Command => self.command_response(packet, payload, end_ns, out),
             _ => {}
         }
@@ -744,10 +743,10 @@ impl Core {
 
     /// A response was fully read.
     fn complete(&mut self, pending: Pending, end_ns: u64, out: &mut Vec<Exchange>) {
-        if pending.error.is_none() {
-            if let Some(db) = &pending.use_db {
-                self.namespace = Some(db.clone());
-            }
+        if pending.error.is_none()
+            && let Some(db) = &pending.use_db
+        {
+            self.namespace = Some(db.clone());
         }
         if let (Report::Prepare(statement), Some(id)) = (&pending.report, pending.statement_id) {
             self.remember_statement(id, statement.clone());

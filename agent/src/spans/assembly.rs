@@ -15,6 +15,7 @@
 //!      the thread's last attribution if that request is still in flight, else the request
 //!      the process started most recently before the call. This is a heuristic: with many
 //!      overlapping requests handed to a shared pool it can pick a sibling request.
+//!
 //!   With no server request in flight, the client span starts a trace of its own.
 
 use std::collections::{BTreeMap, HashMap};
@@ -174,7 +175,12 @@ impl TraceAssembler {
     /// The server end of this client's connection may already have reported the request (its
     /// read returned before the client's write did): if it made itself a root moments ago,
     /// make it this call's child, and move what it already started into this trace.
-    fn claim_early_server(&mut self, client_tuple: &ConnTuple, start_ns: u64, caller: &SpanContext) {
+    fn claim_early_server(
+        &mut self,
+        client_tuple: &ConnTuple,
+        start_ns: u64,
+        caller: &SpanContext,
+    ) {
         let Some(latest) = self
             .serving_conn
             .get(&mirrored(client_tuple))
@@ -371,10 +377,10 @@ impl TraceAssembler {
             return Some(candidates[0]);
         }
         self.stats.client_parent_heuristic += 1;
-        if let Some(previous) = self.thread_affinity.get(&tid) {
-            if candidates.contains(previous) {
-                return Some(*previous);
-            }
+        if let Some(previous) = self.thread_affinity.get(&tid)
+            && candidates.contains(previous)
+        {
+            return Some(*previous);
         }
         candidates.last().copied()
     }
@@ -464,7 +470,14 @@ mod tests {
         let mut a = TraceAssembler::new();
         let inbound = tuple(8000, 40000);
         let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        a.on_request_start(key(1, 100, 1_000), Role::Server, &inbound, 10, Some(tp), None);
+        a.on_request_start(
+            key(1, 100, 1_000),
+            Role::Server,
+            &inbound,
+            10,
+            Some(tp),
+            None,
+        );
         // A database call reports no start: its parent is decided when it ends.
         let db = a.on_request_end(key(1, 300, 1_500), Role::Client, &tuple(50001, 5432), 10);
         let server = a.on_request_end(key(1, 100, 1_000), Role::Server, &inbound, 10);
@@ -477,11 +490,25 @@ mod tests {
     #[test]
     fn worker_thread_calls_attach_to_the_only_request_or_the_latest() {
         let mut a = TraceAssembler::new();
-        a.on_request_start(key(1, 100, 1_000), Role::Server, &tuple(8000, 40000), 10, None, None);
+        a.on_request_start(
+            key(1, 100, 1_000),
+            Role::Server,
+            &tuple(8000, 40000),
+            10,
+            None,
+            None,
+        );
         // A pool thread (11) calls out while one request is served.
         let c1 = a.on_request_end(key(1, 101, 1_200), Role::Client, &tuple(50000, 9000), 11);
         // A second request arrives; the same pool thread calls again: sticks to its request.
-        a.on_request_start(key(1, 102, 1_300), Role::Server, &tuple(8000, 40001), 12, None, None);
+        a.on_request_start(
+            key(1, 102, 1_300),
+            Role::Server,
+            &tuple(8000, 40001),
+            12,
+            None,
+            None,
+        );
         let c2 = a.on_request_end(key(1, 103, 1_400), Role::Client, &tuple(50002, 9000), 11);
         let first = a.on_request_end(key(1, 100, 1_000), Role::Server, &tuple(8000, 40000), 10);
         assert_eq!(c1.parent_span_id, first.span_id);

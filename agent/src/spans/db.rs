@@ -40,7 +40,10 @@ pub fn db_span(ex: &DbExchange, tuple: &ConnTuple, opts: DbOptions) -> SpanShape
         attrs.push(("server.address", AttrValue::Str(remote.to_string())));
         attrs.push(("server.port", AttrValue::Int(tuple.remote_port as i64)));
         attrs.push(("network.peer.address", AttrValue::Str(remote.to_string())));
-        attrs.push(("network.peer.port", AttrValue::Int(tuple.remote_port as i64)));
+        attrs.push((
+            "network.peer.port",
+            AttrValue::Int(tuple.remote_port as i64),
+        ));
     }
     if let Some(rows) = ex.rows {
         attrs.push(("db.response.returned_rows", AttrValue::Int(rows as i64)));
@@ -99,7 +102,11 @@ mod tests {
         let s = db_span(&ex, &ConnTuple::UNKNOWN, DbOptions::default());
         assert_eq!(s.name, "SET");
         assert_eq!(s.kind, SpanKind::Client);
-        let text = s.attributes.iter().find(|(k, _)| *k == "db.query.text").unwrap();
+        let text = s
+            .attributes
+            .iter()
+            .find(|(k, _)| *k == "db.query.text")
+            .unwrap();
         assert_eq!(text.1, AttrValue::from("SET ? ?"));
         assert!(matches!(s.status, SpanStatus::Error { .. }));
     }

@@ -214,7 +214,10 @@ fn grpc_span(ex: &HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
     }
     if let Some(r) = remote {
         attrs.push(("network.peer.address", AttrValue::Str(r.to_string())));
-        attrs.push(("network.peer.port", AttrValue::Int(tuple.remote_port as i64)));
+        attrs.push((
+            "network.peer.port",
+            AttrValue::Int(tuple.remote_port as i64),
+        ));
     }
     if let Some(ua) = &ex.user_agent {
         attrs.push(("user_agent.original", AttrValue::from(ua.as_str())));
@@ -430,10 +433,22 @@ mod tests {
         };
         let client = http_span(&ex, Role::Client, &tuple(), "http", HttpOptions::default());
         assert_eq!(client.name, "helloworld.Greeter/SayHello");
-        assert_eq!(get(&client, "rpc.system.name"), Some(&AttrValue::from("grpc")));
-        assert_eq!(get(&client, "rpc.service"), Some(&AttrValue::from("helloworld.Greeter")));
-        assert_eq!(get(&client, "rpc.method"), Some(&AttrValue::from("SayHello")));
-        assert_eq!(get(&client, "rpc.response.status_code"), Some(&AttrValue::from("NOT_FOUND")));
+        assert_eq!(
+            get(&client, "rpc.system.name"),
+            Some(&AttrValue::from("grpc"))
+        );
+        assert_eq!(
+            get(&client, "rpc.service"),
+            Some(&AttrValue::from("helloworld.Greeter"))
+        );
+        assert_eq!(
+            get(&client, "rpc.method"),
+            Some(&AttrValue::from("SayHello"))
+        );
+        assert_eq!(
+            get(&client, "rpc.response.status_code"),
+            Some(&AttrValue::from("NOT_FOUND"))
+        );
         assert!(matches!(client.status, SpanStatus::Error { .. }));
         // NOT_FOUND is the caller's problem, not a server failure.
         let server = http_span(&ex, Role::Server, &tuple(), "http", HttpOptions::default());
@@ -442,7 +457,13 @@ mod tests {
             grpc_status: Some(13),
             ..ex
         };
-        let server = http_span(&internal, Role::Server, &tuple(), "http", HttpOptions::default());
+        let server = http_span(
+            &internal,
+            Role::Server,
+            &tuple(),
+            "http",
+            HttpOptions::default(),
+        );
         assert!(matches!(server.status, SpanStatus::Error { .. }));
     }
 

@@ -27,7 +27,10 @@ fn user_ids(name: &str) -> (u32, u32) {
     let c = CString::new(name).unwrap();
     // SAFETY: getpwnam returns a pointer to static storage or null; read at once.
     let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-    assert!(!pw.is_null(), "system user {name} missing: run `cargo xtask setup`");
+    assert!(
+        !pw.is_null(),
+        "system user {name} missing: run `cargo xtask setup`"
+    );
     // SAFETY: non-null result of getpwnam.
     unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }
@@ -82,7 +85,14 @@ pub fn postgres() -> Server {
             .arg(&data)
             .arg("-k")
             .arg(&dir)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ])
             .uid(ids.0)
             .gid(ids.1),
     );
@@ -103,7 +113,11 @@ pub fn mariadb() -> Server {
         Command::new("mariadb-install-db")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
-            .args(["--user=mysql", "--skip-test-db", "--auth-root-authentication-method=normal"]),
+            .args([
+                "--user=mysql",
+                "--skip-test-db",
+                "--auth-root-authentication-method=normal",
+            ]),
     );
     let port = free_port();
     let program = Program::spawn(
@@ -113,7 +127,11 @@ pub fn mariadb() -> Server {
             .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
             .arg(format!("--port={port}"))
-            .args(["--bind-address=127.0.0.1", "--user=mysql", "--skip-grant-tables"]),
+            .args([
+                "--bind-address=127.0.0.1",
+                "--user=mysql",
+                "--skip-grant-tables",
+            ]),
     );
     wait_for_port(port);
     // The port opens a moment before the server accepts logins.
@@ -130,7 +148,14 @@ pub fn redis() -> Server {
     let port = free_port();
     let program = Program::spawn(
         Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no", "--daemonize", "no", "--dir"])
             .arg(&dir),
     );

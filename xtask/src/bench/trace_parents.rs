@@ -393,7 +393,7 @@ fn score(
         ..Score::default()
     };
     let mut ok = vec![false; spans.len()];
-    let mut wrong = |sc: &mut Score, i: usize, reason: &str| {
+    let wrong = |sc: &mut Score, i: usize, reason: &str| {
         *sc.wrong_by_position
             .entry(positions[i].label(&spans[i]))
             .or_default() += 1;
@@ -1119,105 +1119,49 @@ mod tests {
         .collect()
     }
 
-    fn span(
-        service: &str,
-        kind: Kind,
-        trace: &str,
-        id: &str,
-        parent: &str,
-        (start, end): (u64, u64),
-        port: u16,
-        path: &str,
-    ) -> Sp {
-        Sp {
-            service: service.into(),
-            kind,
-            trace: trace.into(),
-            id: id.into(),
-            parent: parent.into(),
-            start: start * MS,
-            end: end * MS,
-            path: path.into(),
-            port: Some(port),
-        }
-    }
-
-    /// One request of the thread-per-request chain, ids prefixed with `r`, starting at `t`.
+    /// One request of the thread-per-request chain, ids prefixed with `r`, starting at `t` ms.
     fn request(r: &str, t: u64) -> Vec<Sp> {
-        let id = |s: &str| format!("{r}{s}");
-        let tr = &id("trace");
-        vec![
-            span(
-                "gateway",
-                Kind::Server,
-                tr,
-                &id("g"),
-                "",
-                (t, t + 10),
-                1000,
-                &format!("/checkout/{r}"),
-            ),
-            span(
-                "gateway",
-                Kind::Client,
-                tr,
-                &id("ga"),
-                &id("g"),
-                (t + 1, t + 3),
-                1001,
-                "/check",
-            ),
-            span(
-                "auth",
-                Kind::Server,
-                tr,
-                &id("a"),
-                &id("ga"),
-                (t + 1, t + 2),
-                1001,
-                "/check",
-            ),
-            span(
-                "gateway",
-                Kind::Client,
-                tr,
-                &id("gu"),
-                &id("g"),
-                (t + 4, t + 9),
-                1002,
-                "/user/42",
-            ),
-            span(
-                "user",
-                Kind::Server,
-                tr,
-                &id("u"),
-                &id("gu"),
-                (t + 5, t + 8),
-                1002,
-                "/user/42",
-            ),
-            span(
-                "user",
-                Kind::Client,
-                tr,
-                &id("up"),
-                &id("u"),
-                (t + 6, t + 7),
-                1003,
-                "/price/42",
-            ),
-            span(
-                "pricing",
-                Kind::Server,
-                tr,
-                &id("p"),
-                &id("up"),
-                (t + 6, t + 7),
-                1003,
-                "/price/42",
-            ),
-        ]
+        // (service, kind, id, parent, start, end, port, path)
+        type Row = (
+            &'static str,
+            Kind,
+            &'static str,
+            &'static str,
+            u64,
+            u64,
+            u16,
+            &'static str,
+        );
+        let rows: [Row; 7] = [
+            ("gateway", Kind::Server, "g", "", 0, 10, 1000, "/checkout/"),
+            ("gateway", Kind::Client, "ga", "g", 1, 3, 1001, "/check"),
+            ("auth", Kind::Server, "a", "ga", 1, 2, 1001, "/check"),
+            ("gateway", Kind::Client, "gu", "g", 4, 9, 1002, "/user/42"),
+            ("user", Kind::Server, "u", "gu", 5, 8, 1002, "/user/42"),
+            ("user", Kind::Client, "up", "u", 6, 7, 1003, "/price/42"),
+            ("pricing", Kind::Server, "p", "up", 6, 7, 1003, "/price/42"),
+        ];
+        rows.iter()
+            .map(|&(service, kind, id, parent, start, end, port, path)| Sp {
+                service: service.into(),
+                kind,
+                trace: format!("{r}trace"),
+                id: format!("{r}{id}"),
+                parent: if parent.is_empty() {
+                    String::new()
+                } else {
+                    format!("{r}{parent}")
+                },
+                start: (t + start) * MS,
+                end: (t + end) * MS,
+                path: if kind == Kind::Server && service == "gateway" {
+                    format!("{path}{r}")
+                } else {
+                    path.into()
+                },
+                port: Some(port),
+            })
+            .collect()
     }
 
     #[test]
@@ -1266,16 +1210,12 @@ mod tests {
         spans[6].trace = "other".into();
         spans[5].parent = "missing".into();
         // A call to a port outside the topology.
-        spans.push(span(
-            "auth",
-            Kind::Client,
-            "atrace",
-            "x",
-            "aa",
-            (1, 2),
-            9,
-            "/",
-        ));
+        let mut stray = spans[1].clone();
+        stray.service = "auth".into();
+        stray.id = "x".into();
+        stray.parent = "aa".into();
+        stray.port = Some(9);
+        spans.push(stray);
         let sc = score(&spans, &topo, &ports(), &["/checkout/a".to_string()]);
         assert_eq!(sc.downstream, 7);
         assert_eq!(sc.downstream_correct, 4);

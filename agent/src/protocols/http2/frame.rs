@@ -2,6 +2,8 @@
 //! cuts one direction's byte stream into frames without ever buffering more than a bounded
 //! prefix of a payload.
 
+use super::huffman::integer;
+
 /// The client connection preface (RFC 9113 §3.4).
 pub(super) const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The shortest prefix of the preface that detection accepts on its own.
@@ -445,7 +447,7 @@ pub(super) fn classify_block(block: &[u8]) -> BlockClass {
             0x20..=0x3f => (false, 5, false),
             _ => (false, 4, true),
         };
-        let Some((value, used)) = hpack_integer(rest, prefix) else {
+        let Some((value, used)) = integer(rest, prefix) else {
             break;
         };
         rest = &rest[used..];
@@ -455,7 +457,7 @@ pub(super) fn classify_block(block: &[u8]) -> BlockClass {
         if !index && has_value {
             let strings = if value == 0 { 2 } else { 1 };
             for _ in 0..strings {
-                let Some((len, used)) = hpack_integer(rest, 7) else {
+                let Some((len, used)) = integer(rest, 7) else {
                     return BlockClass::Other;
                 };
                 let Some(after) = rest.get(used.saturating_add(len as usize)..) else {
@@ -471,23 +473,6 @@ pub(super) fn classify_block(block: &[u8]) -> BlockClass {
         (false, true) => BlockClass::Response,
         _ => BlockClass::Other,
     }
-}
-
-/// An HPACK integer with a `prefix`-bit prefix (RFC 7541 §5.1): its value and the bytes used.
-/// Values beyond 2^28 are refused.
-fn hpack_integer(bytes: &[u8], prefix: u32) -> Option<(u32, usize)> {
-    let mask = (1u32 << prefix) - 1;
-    let mut value = u32::from(*bytes.first()?) & mask;
-    if value < mask {
-        return Some((value, 1));
-    }
-    for (i, &b) in bytes.iter().enumerate().skip(1).take(4) {
-        value += u32::from(b & 0x7f) << (7 * (i - 1));
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
 
 /// The header block fragment inside a HEADERS or PUSH_PROMISE payload, without padding and

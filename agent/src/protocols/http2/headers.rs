@@ -1,13 +1,15 @@
 //! HPACK decoding (RFC 7541) for one direction of a connection, and the few header fields
 //! spans need.
 //!
-//! The HPACK primitives (integers, Huffman, the static and dynamic tables) come from
-//! `loona-hpack`: of the crates.io HPACK decoders it is the maintained one (the fork of
-//! `hpack` kept by the `loona` HTTP/2 server, whose own `hpack` 0.3 is unmaintained since
-//! 2016), decodes a header block from a byte slice with a callback (no copies of indexed
-//! fields), handles Huffman strings and dynamic table size updates, enforces a maximum table
-//! size, and reports malformed input as errors. `httlib-hpack` was rejected: it indexes past
-//! the end of truncated input (a panic), and drains its input `Vec` from the front for every
+//! HPACK comes from `loona-hpack` (integers, the static and dynamic tables, eviction, table
+//! size updates and their bound), except for Huffman strings, which `huffman` decodes before
+//! the crate sees the block (the crate's Huffman decoder is too slow for an agent; see
+//! there). Among the crates.io HPACK decoders it is the maintained one: the fork of `hpack`
+//! (unmaintained since 2016) kept by the `loona` HTTP/2 server (`fluke-hpack` is its former
+//! name). It decodes a block from a byte slice with a callback (indexed fields are not
+//! copied), supports dynamic table size updates with a maximum the caller sets, and reports
+//! malformed input as errors, not panics. `httlib-hpack` was rejected: it indexes past the
+//! end of truncated input (a panic) and drains its input `Vec` from the front for every
 //! field. The `h2` crate's decoder is not public.
 //!
 //! # Decoding without the encoder's dynamic table
@@ -27,6 +29,8 @@
 use std::borrow::Cow;
 
 use loona_hpack::Decoder;
+
+use super::huffman;
 
 /// SETTINGS_HEADER_TABLE_SIZE before the decoder's side says otherwise.
 pub(super) const DEFAULT_TABLE_SIZE: usize = 4096;
@@ -153,7 +157,10 @@ impl HeaderDecoder {
             self.rebuild();
         }
         let mut fields = Fields::default();
-        let result = self.decoder.decode_with_cb(block, |name, value| {
+        // Huffman strings are decoded here, fast (see `huffman`); the crate sees raw ones.
+        let mut plain = Vec::with_capacity(block.len() + block.len() / 2);
+        let spelled_out = huffman::spell_out(block, &mut plain);
+        let result = self.decoder.decode_with_cb(&plain, |name, value| {
             // Placeholders have empty names, as no real field has.
             if name.is_empty() {
                 fields.unknown = true;
@@ -161,7 +168,7 @@ impl HeaderDecoder {
                 fields.take(&name, &value);
             }
         });
-        if result.is_err() || !whole {
+        if result.is_err() || !whole || !spelled_out {
             fields.unknown = true;
             self.lost = true;
         }

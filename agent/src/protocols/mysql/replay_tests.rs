@@ -200,6 +200,13 @@ pub(crate) fn check_conversations(prefix: &str, protocol: &dyn Protocol, at_leas
     let mut mismatches = Vec::new();
     for script in &scripts {
         let lines = parse(&std::fs::read_to_string(script).expect("read conversation"));
+        // Every registered detector agrees on the conversation's first chunk.
+        if let Some(Line::Chunk { flow, data, .. }) = lines.first() {
+            let detected = crate::protocols::detect(*flow, data).map(|p| p.name());
+            if detected != Some(protocol.name()) {
+                mismatches.push(format!("{}: detected as {detected:?}", script.display()));
+            }
+        }
         let got = render(&replay(protocol, &lines));
         let golden = script.with_extension("expected");
         if bless {

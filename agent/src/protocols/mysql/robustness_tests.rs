@@ -209,7 +209,6 @@ fn remembered_statements_are_bounded() {
     // The newest statement is still known.
     feed(Flow::Request, execute(999), &mut session);
     feed(Flow::Response, ok(1, 0, 2), &mut session);
-    drop(feed);
     assert!(
         db(&out[0])
             .query_text

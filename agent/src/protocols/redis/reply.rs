@@ -348,7 +348,8 @@ impl ReplyReader {
             }
             b'.' => {
                 // End of a streamed aggregate.
-                if !text.is_empty() || !self.stack.last().is_some_and(|f| f.remaining.is_none()) {
+                let streamed = self.stack.last().is_some_and(|f| f.remaining.is_none());
+                if !text.is_empty() || !streamed {
                     self.state = State::Lost;
                     return None;
                 }
