@@ -10,7 +10,7 @@ pub const MAX_CAPTURE: usize = 8192;
 /// Default payload prefix copied per syscall; `--capture-bytes` changes it.
 pub const DEFAULT_CAPTURE: u32 = 2048;
 /// How many iovec entries of a readv/writev/recvmsg/sendmsg are copied; the rest is counted.
-pub const MAX_IOVECS: usize = 8;
+pub const MAX_IOVECS: usize = 64;
 
 /// First byte of every ring-buffer record: tells userspace which struct follows.
 #[repr(u8)]

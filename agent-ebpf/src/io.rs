@@ -10,7 +10,10 @@ use agent_common::{
     IoSyscall, MAX_CAPTURE, MAX_IOVECS,
 };
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::{bpf_loop, bpf_probe_read_user},
+    },
     programs::TracePointContext,
 };
 
@@ -275,55 +278,83 @@ fn copy_buffer(payload: &mut [u8; MAX_CAPTURE * 2], src: u64, want: u32) -> u32 
     n as u32
 }
 
-/// Copy up to `want` bytes spread over a user iovec array, in order.
+/// State of an iovec copy, shared with the `bpf_loop` callback.
+#[repr(C)]
+struct IovecCopy {
+    payload: *mut u8,
+    iov: u64,
+    iovcnt: u32,
+    want: u32,
+    off: u32,
+    failed: u32,
+}
+
+/// Copy up to `want` bytes spread over a user iovec array, in order. The loop runs in
+/// `bpf_loop` so the verifier checks its body once, whatever the number of entries.
 fn copy_iovecs(payload: &mut [u8; MAX_CAPTURE * 2], iov: u64, iovcnt: u32, want: u32) -> u32 {
-    let mut off: usize = 0;
-    let want = want as usize;
-    for i in 0..MAX_IOVECS {
-        if i as u32 >= iovcnt || off >= want {
-            break;
-        }
-        let entry = iov + (i as u64) * 16;
-        let Ok(base) = read_user_u64(entry) else {
-            count(Counter::CopyFailed);
-            break;
-        };
-        let Ok(len) = read_user_u64(entry + 8) else {
-            count(Counter::CopyFailed);
-            break;
-        };
-        let mut n = want - off;
-        if (len as usize) < n {
-            n = len as usize;
-        }
-        if n > MAX_CAPTURE {
-            n = MAX_CAPTURE;
-        }
-        let at = off & (MAX_CAPTURE - 1);
-        if n == 0 {
-            continue;
-        }
-        // SAFETY: at < MAX_CAPTURE and n ≤ MAX_CAPTURE keep the copy inside `payload`.
-        let rc = unsafe {
-            bpf_probe_read_user(
-                payload.as_mut_ptr().add(at).cast(),
-                n as u32,
-                base as *const _,
-            )
-        };
-        if rc != 0 {
-            count(Counter::CopyFailed);
-            break;
-        }
-        off += n;
+    let mut state = IovecCopy {
+        payload: payload.as_mut_ptr(),
+        iov,
+        iovcnt,
+        want,
+        off: 0,
+        failed: 0,
+    };
+    // SAFETY: the callback only touches `state`, which outlives the call.
+    unsafe {
+        bpf_loop(
+            MAX_IOVECS as u32,
+            copy_one_iovec as *mut _,
+            (&raw mut state).cast(),
+            0,
+        )
+    };
+    if state.failed != 0 {
+        count(Counter::CopyFailed);
     }
-    if iovcnt as usize > MAX_IOVECS && off < want {
+    if iovcnt as usize > MAX_IOVECS && state.off < want {
         count(Counter::IovecsTruncated);
     }
+    let mut off = state.off as usize;
     if off > MAX_CAPTURE {
         off = MAX_CAPTURE;
     }
     off as u32
+}
+
+/// One iovec entry; returns 1 to stop the loop.
+extern "C" fn copy_one_iovec(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the `IovecCopy` on the caller's stack.
+    let state = unsafe { &mut *ctx.cast::<IovecCopy>() };
+    if index >= state.iovcnt as u64 || state.off >= state.want {
+        return 1;
+    }
+    let entry = state.iov + index * 16;
+    let (Ok(base), Ok(len)) = (read_user_u64(entry), read_user_u64(entry + 8)) else {
+        state.failed = 1;
+        return 1;
+    };
+    let mut n = (state.want - state.off) as usize;
+    if (len as usize) < n {
+        n = len as usize;
+    }
+    if n > MAX_CAPTURE {
+        n = MAX_CAPTURE;
+    }
+    if n == 0 {
+        return 0;
+    }
+    let at = (state.off as usize) & (MAX_CAPTURE - 1);
+    // SAFETY: at < MAX_CAPTURE and n ≤ MAX_CAPTURE keep the copy inside the payload array,
+    // which is 2 × MAX_CAPTURE long.
+    let rc =
+        unsafe { bpf_probe_read_user(state.payload.add(at).cast(), n as u32, base as *const _) };
+    if rc != 0 {
+        state.failed = 1;
+        return 1;
+    }
+    state.off += n as u32;
+    0
 }
 
 fn read_user_u64(addr: u64) -> Result<u64, i64> {

@@ -216,8 +216,9 @@ fn redis_commands_pipelines_and_errors() {
         "arguments hidden"
     );
     assert_eq!(set[0].attr("db.operation.name").as_deref(), Some("SET"));
+    // redis-py sends INCR as INCRBY.
     assert_eq!(
-        named(&db, "INCR").len(),
+        named(&db, "INCRBY").len(),
         2,
         "pipelined commands, one span each: {all:#?}"
     );

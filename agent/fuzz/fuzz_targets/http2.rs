@@ -13,7 +13,8 @@ use libfuzzer_sys::fuzz_target;
 use periscope::protocols::http2::Http2;
 use periscope::protocols::{Chunk, Exchange, ExchangeDetail, Flow, Protocol, RequestStarted};
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x01\x00\x00\x01\x00";
+const PREFACE: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x01\x00\x00\x01\x00";
 
 fuzz_target!(|input: &[u8]| {
     let Some((&start, mut rest)) = input.split_first() else {

@@ -71,6 +71,9 @@ pub struct DbExchange {
     /// The statement text as sent (for prepared statements: the text they were prepared
     /// from); for Redis the command line with its arguments.
     pub query_text: Option<String>,
+    /// The statement without its values, where the protocol's structure tells them apart
+    /// better than a text sanitiser could (Redis: the command and one `?` per argument).
+    pub query_without_values: Option<String>,
     /// `db.response.status_code`: SQLSTATE, MySQL error number, or the Redis error prefix
     /// (`ERR`, `WRONGTYPE`, …); `None` on success.
     pub status_code: Option<String>,

@@ -805,6 +805,7 @@ impl Core {
                     .or_else(|| statement.and_then(|s| s.operation.clone())),
                 collection: statement.and_then(|s| s.collection.clone()),
                 namespace: self.namespace.clone(),
+                query_without_values: None,
                 query_text: statement.map(|s| s.text.clone()).filter(|t| !t.is_empty()),
                 status_code,
                 error_message,

@@ -654,6 +654,7 @@ impl PostgresSession {
                 operation: statement.and_then(|s| s.operation.clone()),
                 collection: statement.and_then(|s| s.collection.clone()),
                 namespace: self.namespace.clone(),
+                query_without_values: None,
                 query_text: statement.map(|s| s.text.clone()),
                 status_code: op.status_code,
                 error_message: op.error_message,

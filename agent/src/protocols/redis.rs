@@ -505,6 +505,7 @@ impl RedisSession {
                 operation: pending.operation,
                 collection: None,
                 namespace: Some(self.namespace.clone()),
+                query_without_values: Some(without_values(&command)),
                 query_text: Some(command.text),
                 status_code,
                 error_message,
@@ -513,6 +514,18 @@ impl RedisSession {
             }),
         });
     }
+}
+
+/// `SET user:1 "a b"` → `SET ? ?`: the command name, then one `?` per argument.
+fn without_values(command: &Command) -> String {
+    let mut out = command.name().unwrap_or_else(|| "?".to_owned());
+    for _ in 1..command.argc.min(64) {
+        out.push_str(" ?");
+    }
+    if command.argc > 64 {
+        out.push_str(" ...");
+    }
+    out
 }
 
 impl Session for RedisSession {

@@ -29,8 +29,8 @@ pub fn db_span(ex: &DbExchange, tuple: &ConnTuple, opts: DbOptions) -> SpanShape
     if let Some(text) = &ex.query_text {
         let shown = if opts.keep_literals {
             text.clone()
-        } else if ex.system == "redis" {
-            redact_redis_arguments(text)
+        } else if let Some(without) = &ex.query_without_values {
+            without.clone()
         } else {
             sql::sanitize(text)
         };
@@ -72,19 +72,6 @@ pub fn db_span(ex: &DbExchange, tuple: &ConnTuple, opts: DbOptions) -> SpanShape
     }
 }
 
-/// `SET user:1 secret EX 60` → `SET ? ? ? ?`: the command stays, every argument is hidden.
-fn redact_redis_arguments(text: &str) -> String {
-    let mut words = text.split_whitespace();
-    let Some(command) = words.next() else {
-        return String::new();
-    };
-    let mut out = command.to_owned();
-    for _ in words {
-        out.push_str(" ?");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +82,7 @@ mod tests {
             system: "redis",
             operation: Some("SET".into()),
             query_text: Some("SET user:1 secret".into()),
+            query_without_values: Some("SET ? ?".into()),
             status_code: Some("WRONGTYPE".into()),
             error_message: Some("WRONGTYPE Operation against a key".into()),
             ..Default::default()

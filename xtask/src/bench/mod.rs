@@ -7,6 +7,7 @@ mod agent;
 mod http1_nginx;
 mod nginx;
 mod receiver;
+mod tls_nginx;
 mod trace_parents;
 mod wrk;
 
@@ -47,6 +48,8 @@ pub struct BenchArgs {
 pub enum Scenario {
     /// Plain HTTP/1.1: nginx (static file and `return 200`) saturated by wrk over loopback.
     Http1Nginx,
+    /// The same over HTTPS: the cost of the OpenSSL uprobe capture (SSL_read/SSL_write).
+    TlsNginx,
     /// Share of downstream spans given the right parent, 8 concurrent clients through a chain of
     /// services (thread per request, and thread pool + Node.js event loop).
     TraceParents,
@@ -55,6 +58,7 @@ pub enum Scenario {
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
+    let invocation_start = std::time::SystemTime::now();
     if std::env::var_os(SETUP_DONE_ENV).is_none() {
         setup::setup(Scope::ALL)?;
     }
@@ -68,12 +72,14 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     match args.scenario {
         Scenario::Http1Nginx => http1_nginx::run(&args),
+        Scenario::TlsNginx => tls_nginx::run(&args, invocation_start),
         Scenario::TraceParents => trace_parents::run(&args),
         Scenario::All => {
-            // Both run even when the first fails; the first error is returned.
+            // Each runs even when an earlier one fails; the first error is returned.
             let nginx = http1_nginx::run(&args);
+            let tls = tls_nginx::run(&args, invocation_start);
             let parents = trace_parents::run(&args);
-            nginx.and(parents)
+            nginx.and(tls).and(parents)
         }
     }
 }

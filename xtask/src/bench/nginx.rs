@@ -1,4 +1,5 @@
-//! An nginx of our own: generated config in a temporary directory, a free loopback port.
+//! An nginx of our own: generated config in a temporary directory, a free loopback port, plain
+//! HTTP or HTTPS (a self-signed certificate made for the occasion).
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -17,20 +18,39 @@ pub const RETURN_PATH: &str = "/ok";
 /// Size of the static file.
 const STATIC_BYTES: usize = 4096;
 
+/// How long a TLS readiness probe (`openssl s_client`) may take.
+const TLS_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct Nginx {
     child: Child,
     port: u16,
+    tls: bool,
     // Kept for its Drop (removes the directory once nginx has stopped).
     _dir: TempDir,
 }
 
 impl Nginx {
-    /// Starts `nginx -p DIR -c DIR/nginx.conf` and waits until it answers.
+    /// Starts `nginx -p DIR -c DIR/nginx.conf` serving plain HTTP and waits until it answers.
     pub fn start() -> Result<Self> {
+        Self::launch(false)
+    }
+
+    /// The same site over HTTPS (TLS through the system OpenSSL), with a self-signed
+    /// certificate generated in the temporary directory.
+    pub fn start_tls() -> Result<Self> {
+        Self::launch(true)
+    }
+
+    fn launch(tls: bool) -> Result<Self> {
         let bin = nginx_binary().context("nginx not found (`cargo xtask setup` installs it)")?;
         let dir = TempDir::new("periscope-bench-nginx")?;
         let port = free_port()?;
-        let conf = write_site(dir.path(), port)?;
+        let cert = if tls {
+            Some(self_signed_certificate(dir.path())?)
+        } else {
+            None
+        };
+        let conf = write_site(dir.path(), port, cert.as_ref())?;
         let child = Command::new(&bin)
             .arg("-p")
             .arg(dir.path())
@@ -46,6 +66,7 @@ impl Nginx {
         let mut nginx = Nginx {
             child,
             port,
+            tls,
             _dir: dir,
         };
         nginx.wait_ready().inspect_err(|_| nginx.stop())?;
@@ -53,7 +74,8 @@ impl Nginx {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
     }
 
     /// CPU time used so far by the master and its workers.
@@ -76,11 +98,11 @@ impl Nginx {
                 }
                 bail!("nginx exited at start ({status}): {err}");
             }
-            if let Ok(body) = get(self.port, RETURN_PATH) {
+            if let Ok(body) = self.get(RETURN_PATH) {
                 if body != "ok\n" {
                     bail!("nginx answered {RETURN_PATH} with {body:?}");
                 }
-                let page = get(self.port, STATIC_PATH)?;
+                let page = self.get(STATIC_PATH)?;
                 if page.len() != STATIC_BYTES {
                     bail!("nginx served {} bytes for {STATIC_PATH}", page.len());
                 }
@@ -91,6 +113,15 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn get(&self, path: &str) -> Result<String> {
+        if !self.tls {
+            return get(self.port, path);
+        }
+        // Not listening yet: fail fast rather than start a TLS client.
+        drop(TcpStream::connect(("127.0.0.1", self.port))?);
+        get_tls(self.port, path)
     }
 
     /// Fast shutdown (SIGTERM), then waits for the master to exit.
@@ -139,8 +170,40 @@ fn nginx_binary() -> Option<PathBuf> {
     })
 }
 
+/// Certificate and key files (PEM).
+struct Certificate {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// `openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost` into `dir`.
+fn self_signed_certificate(dir: &Path) -> Result<Certificate> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null())
+        .output()
+        .context("could not run openssl (needed for the TLS certificate)")?;
+    if !out.status.success() {
+        bail!(
+            "openssl req failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(Certificate { cert, key })
+}
+
 /// Writes the config, the static file and nginx's temp directories; returns the config path.
-fn write_site(dir: &Path, port: u16) -> Result<PathBuf> {
+/// With a certificate, the server speaks TLS on its port.
+fn write_site(dir: &Path, port: u16, cert: Option<&Certificate>) -> Result<PathBuf> {
     let www = dir.join("www");
     std::fs::create_dir_all(&www)?;
     // Workers may run as an unprivileged user: everything they serve must be world-readable.
@@ -151,6 +214,17 @@ fn write_site(dir: &Path, port: u16) -> Result<PathBuf> {
     std::fs::write(&page_path, page)?;
     set_mode(&page_path, 0o644)?;
     let d = dir.display();
+    let (ssl, ssl_files) = match cert {
+        Some(c) => (
+            " ssl",
+            format!(
+                "\n        ssl_certificate {};\n        ssl_certificate_key {};",
+                c.cert.display(),
+                c.key.display()
+            ),
+        ),
+        None => ("", String::new()),
+    };
     let conf = format!(
         r#"# Generated by `cargo xtask bench`.
 daemon off;
@@ -174,7 +248,7 @@ http {{
     keepalive_requests 1000000;
 
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{ssl};{ssl_files}
         root {d}/www;
 
         location = {RETURN_PATH} {{
@@ -219,12 +293,53 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 fn get(port: u16, path: &str) -> Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(stream, "{}", request(path))?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
+    body_of_200(path, &response)
+}
+
+/// The same GET over TLS, through `openssl s_client` (killed after `TLS_PROBE_TIMEOUT`).
+fn get_tls(port: u16, path: &str) -> Result<String> {
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("could not run openssl s_client")?;
+    // The request fits the pipe buffer; with `-quiet` (which implies `-ign_eof`), s_client
+    // keeps reading after our end closes, until nginx closes the connection.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(request(path).as_bytes());
+    }
+    let mut stdout = child.stdout.take().context("no stdout pipe")?;
+    let reader = std::thread::spawn(move || {
+        let mut response = String::new();
+        let _ = stdout.read_to_string(&mut response);
+        response
+    });
+    let deadline = Instant::now() + TLS_PROBE_TIMEOUT;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.wait();
+    let response = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("s_client reader panicked"))?;
+    body_of_200(path, &response)
+}
+
+fn request(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+}
+
+fn body_of_200(path: &str, response: &str) -> Result<String> {
     let (head, body) = response
         .split_once("\r\n\r\n")
         .context("no end of headers")?;
