@@ -223,8 +223,13 @@ fn nginx_static_files_and_errors() {
     curl(&["-o", "/dev/null", &format!("{base}/broken")]);
     curl(&["-I", &format!("{base}/index.html")]);
 
-    let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 5);
+    // Only this test's nginx: other nginx processes on the machine are selected too.
+    let ours = |s: &ReceivedSpan| s.int_attr("server.port") == Some(port as i64);
+    let spans = receiver.wait_for(Duration::from_secs(20), |s| {
+        s.iter().filter(|s| ours(s)).count() >= 5
+    });
     agent.stop();
+    let spans: Vec<ReceivedSpan> = spans.into_iter().filter(|s| ours(s)).collect();
     for s in &spans {
         assert_eq!(s.service_name, "nginx");
         assert_eq!(s.kind_name(), "server");

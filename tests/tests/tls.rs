@@ -131,6 +131,16 @@ fn python_tls_server_with_curl_and_python_clients() {
 /// nginx terminating TLS (linked to the system OpenSSL), started after the agent.
 #[test]
 fn nginx_https() {
+    nginx_tls(false);
+}
+
+/// HTTP/2 inside TLS: curl --http2 negotiates h2 by ALPN with nginx.
+#[test]
+fn nginx_http2_over_tls() {
+    nginx_tls(true);
+}
+
+fn nginx_tls(http2: bool) {
     require_capture!();
     let _serial = serial();
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
@@ -168,10 +178,11 @@ fn nginx_https() {
              events {{ worker_connections 64; }}\n\
              http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
                fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-               server {{ listen 127.0.0.1:{port} ssl; root {d};\n\
+               server {{ listen 127.0.0.1:{port} ssl{h2}; root {d};\n\
                  ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;\n\
                  location = /teapot {{ return 418; }} }} }}\n",
-            d = dir.display()
+            d = dir.display(),
+            h2 = if http2 { " http2" } else { "" },
         ),
     )
     .unwrap();
@@ -203,8 +214,13 @@ fn nginx_https() {
         "/dev/null",
         &format!("{base}/teapot"),
     ]);
-    let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 2);
+    // Only this test's nginx: other nginx processes on the machine are selected too.
+    let ours = |s: &ReceivedSpan| s.int_attr("server.port") == Some(port as i64);
+    let spans = receiver.wait_for(Duration::from_secs(20), |s| {
+        s.iter().filter(|s| ours(s)).count() >= 2
+    });
     agent.stop();
+    let spans: Vec<ReceivedSpan> = spans.into_iter().filter(|s| ours(s)).collect();
     assert_eq!(spans.len(), 2, "{spans:#?}");
     let index = named(&spans, "nginx", "server", "GET /index.html");
     assert_eq!(index.len(), 1);
@@ -213,4 +229,11 @@ fn nginx_https() {
     let teapot = named(&spans, "nginx", "server", "GET /teapot");
     assert_eq!(teapot.len(), 1);
     assert_eq!(teapot[0].int_attr("http.response.status_code"), Some(418));
+    let expected_version = if http2 { "2" } else { "1.1" };
+    for s in &spans {
+        assert_eq!(
+            s.attr("network.protocol.version").as_deref(),
+            Some(expected_version)
+        );
+    }
 }
