@@ -19,8 +19,8 @@ use aya_ebpf::{
 
 use crate::{
     maps::{
-        EVENTS, INFLIGHT, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, config, count, is_traced,
-        wakeup_flags,
+        EVENTS, FD_ROLES, INFLIGHT, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, config, count,
+        is_traced, wakeup_flags,
     },
     tls,
 };
@@ -226,7 +226,15 @@ pub fn emit_payload(p: &Payload) {
     };
     let tuple = match unsafe { SOCK_TUPLES.get(sock) } {
         Some(t) => *t,
-        None => ConnTuple::UNKNOWN,
+        None => {
+            // No handshake seen: at least the role, from accept()/connect().
+            let mut t = ConnTuple::UNKNOWN;
+            let key = (pid_tgid & 0xffff_ffff_0000_0000) | (fd as u32 as u64);
+            if let Some(role) = unsafe { FD_ROLES.get(key) } {
+                t.role = *role;
+            }
+            t
+        }
     };
     event.header = DataEventHeader {
         kind: EventKind::Data as u8,

@@ -61,6 +61,19 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Attached to `sys_exit_accept4` and `sys_exit_accept`.
+#[tracepoint]
+pub fn exit_accept(ctx: TracePointContext) -> u32 {
+    let _ = sockets::try_accepted(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = sockets::try_connecting(&ctx);
+    0
+}
+
 #[tracepoint]
 pub fn enter_close(ctx: TracePointContext) -> u32 {
     let _ = sockets::try_close(&ctx);

@@ -81,6 +81,11 @@ pub static SOCK_TUPLES: LruHashMap<u64, ConnTuple> = LruHashMap::with_max_entrie
 #[map]
 pub static SOCKET_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
+/// Roles of socket fds from accept()/connect(): (tgid << 32 | fd) -> `Role`. The fallback when
+/// the handshake tracepoint did not name the connection's role.
+#[map]
+pub static FD_ROLES: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
+
 /// Scratch space for one data record per CPU: too large for the 512-byte BPF stack.
 #[map]
 pub static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);

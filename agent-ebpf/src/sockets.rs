@@ -11,7 +11,7 @@ use aya_ebpf::{
 
 use crate::{
     io::ARG0,
-    maps::{EVENTS, SOCK_TUPLES, SOCKET_FDS, config, count, is_traced, wakeup_flags},
+    maps::{EVENTS, FD_ROLES, SOCK_TUPLES, SOCKET_FDS, config, count, is_traced, wakeup_flags},
 };
 
 // TCP states as the kernel numbers them (include/net/tcp_states.h).
@@ -71,6 +71,32 @@ pub fn try_state_change(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// `syscalls:sys_exit_accept4` / `sys_exit_accept`: the returned fd is the server end.
+pub fn try_accepted(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let fd: i64 = unsafe { ctx.read_at(crate::io::RET) }.map_err(i64::from)?;
+    if fd >= 0 {
+        let key = (pid_tgid & 0xffff_ffff_0000_0000) | (fd as u64 & 0xffff_ffff);
+        let _ = FD_ROLES.insert(key, Role::Server as u8, 0);
+    }
+    Ok(())
+}
+
+/// `syscalls:sys_enter_connect`: this fd is the client end.
+pub fn try_connecting(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let fd: u64 = unsafe { ctx.read_at(ARG0) }.map_err(i64::from)?;
+    let key = (pid_tgid & 0xffff_ffff_0000_0000) | (fd & 0xffff_ffff);
+    let _ = FD_ROLES.insert(key, Role::Client as u8, 0);
+    Ok(())
+}
+
 /// `syscalls:sys_enter_close`: report the end of a socket fd that carried traced data.
 pub fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -84,6 +110,7 @@ pub fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     let _ = SOCKET_FDS.remove(key);
+    let _ = FD_ROLES.remove(key);
     let event = CloseEvent {
         kind: EventKind::Close as u8,
         _pad: [0; 3],

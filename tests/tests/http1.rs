@@ -303,6 +303,71 @@ fn export_traffic_is_never_traced() {
     );
 }
 
+/// A keep-alive connection opened before the agent started: later requests on it are decoded,
+/// with addresses and roles recovered from /proc.
+#[test]
+fn connection_opened_before_the_agent() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::process::Stdio;
+
+    require_capture!();
+    let _serial = serial();
+    let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
+    let port = free_port();
+    let _server = Program::spawn(
+        Command::new("python3")
+            .arg(workload("shop.py"))
+            .arg(port.to_string()),
+    );
+    wait_for_port(port);
+    let mut client = Command::new("python3")
+        .arg(workload("keepalive_client.py"))
+        .args(["127.0.0.1", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    let mut stdout = BufReader::new(client.stdout.take().unwrap());
+    let mut ask = |path: &str| {
+        writeln!(stdin, "{path}").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.starts_with(path), "{line}");
+    };
+    ask("/items/before");
+    let agent = Agent::start(
+        &["--exe", "shop.py", "--exe", "keepalive_client.py"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
+    );
+    ask("/items/after");
+    ask("/items/again");
+    ask("/items/third");
+    drop(ask);
+    drop(stdin);
+    let _ = client.wait();
+    let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 5);
+    agent.stop();
+    assert!(find(&spans, "server", "GET /items/before").is_empty());
+    // The client's request after the agent started is seen from its write. The server was
+    // already blocked in read() when the probes were attached: that read's buffer is unknown,
+    // so its request is lost on the server side. Every later read is seen.
+    one(&spans, "client", "GET /items/after");
+    for path in ["/items/again", "/items/third"] {
+        let server = one(&spans, "server", &format!("GET {path}"));
+        assert_eq!(server.int_attr("server.port"), Some(port as i64));
+        assert_eq!(server.attr("client.address").as_deref(), Some("127.0.0.1"));
+        let client = one(&spans, "client", &format!("GET {path}"));
+        assert_eq!(client.service_name, "keepalive_client");
+        assert_eq!(client.int_attr("network.peer.port"), Some(port as i64));
+        // Both ends seen on this host: one trace.
+        assert_eq!(server.parent_span_id_hex(), client.span_id_hex());
+    }
+}
+
 /// No endpoint configured: finished traces are printed as trees.
 #[test]
 fn terminal_tree_without_backend() {

@@ -40,6 +40,9 @@ const DATA_PATH: &[(&str, &str, &str)] = &[
     ("sock_io", "sock", "sock_send_length"),
     ("sock_io", "sock", "sock_recv_length"),
     ("enter_close", "syscalls", "sys_enter_close"),
+    ("exit_accept", "syscalls", "sys_exit_accept4"),
+    ("exit_accept", "syscalls", "sys_exit_accept"),
+    ("enter_connect", "syscalls", "sys_enter_connect"),
 ];
 
 /// Useful but not essential: without them tuples come from /proc and new processes are found by

@@ -186,13 +186,15 @@ impl Connections {
 
 impl Connection {
     fn new(ev: &DataEvent<'_>) -> Self {
-        let (tuple, role) = if ev.role != Role::Unknown {
+        let (tuple, role) = if ev.tuple.family != 0 {
             (ev.tuple, ev.role)
         } else {
-            // Opened before the agent started: ask /proc.
+            // The kernel never saw the handshake (the connection predates the agent): ask
+            // /proc for the addresses. A role from accept()/connect() beats /proc's guess.
             match procnet::resolve(ev.tgid, ev.fd) {
+                Some(t) if ev.role != Role::Unknown => (t, ev.role),
                 Some(t) => (t, Role::from_u8(t.role)),
-                None => (ev.tuple, Role::Unknown),
+                None => (ev.tuple, ev.role),
             }
         };
         Self {
