@@ -20,6 +20,7 @@ pub enum EventKind {
     Close = 2,
     Exec = 3,
     Exit = 4,
+    Wake = 5,
 }
 
 impl EventKind {
@@ -29,6 +30,7 @@ impl EventKind {
             2 => Some(Self::Close),
             3 => Some(Self::Exec),
             4 => Some(Self::Exit),
+            5 => Some(Self::Wake),
             _ => None,
         }
     }
@@ -177,6 +179,20 @@ pub struct ProcessEvent {
     pub timestamp_ns: u64,
 }
 
+/// [`EventKind::Wake`]: right after reading a response on a client connection, a thread woke
+/// another thread of its process — typically a worker handing a finished call back to the thread
+/// serving the request that asked for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WakeEvent {
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    pub tgid: u32,
+    pub waker_tid: u32,
+    pub wakee_tid: u32,
+    pub timestamp_ns: u64,
+}
+
 /// Indexes into the per-CPU `COUNTERS` array: everything the kernel side could not deliver.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,7 +240,8 @@ pub struct TracepointOffsets {
     pub state_daddr_v6: u16,
     /// sched:sched_process_fork
     pub fork_child_pid: u16,
-    pub _pad: u16,
+    /// sched:sched_wakeup
+    pub wakeup_pid: u16,
 }
 
 /// Settings the userspace agent writes into the kernel programs' global `CONFIG` before load.
@@ -264,7 +281,7 @@ impl CaptureConfig {
                 state_saddr_v6: 0,
                 state_daddr_v6: 0,
                 fork_child_pid: 0,
-                _pad: 0,
+                wakeup_pid: 0,
             },
         }
     }
@@ -290,6 +307,7 @@ mod tests {
         assert_eq!(size_of::<DataEventHeader>(), 4 + 4 + 8 * 4 + 4 + 4 + 40);
         assert_eq!(size_of::<CloseEvent>(), 4 + 4 + 8 * 3);
         assert_eq!(size_of::<ProcessEvent>(), 4 + 4 + 8);
+        assert_eq!(size_of::<WakeEvent>(), 4 + 4 * 3 + 8);
         assert_eq!(size_of::<TracepointOffsets>(), 16 * 2);
         assert_eq!(size_of::<CaptureConfig>(), 16 + 32);
     }

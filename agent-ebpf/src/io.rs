@@ -7,7 +7,7 @@
 
 use agent_common::{
     AF_INET, AF_INET6, ConnTuple, Counter, DataEventHeader, Direction, EventKind, IPPROTO_TCP,
-    IoSyscall, MAX_CAPTURE, MAX_IOVECS,
+    IoSyscall, MAX_CAPTURE, MAX_IOVECS, Role,
 };
 use aya_ebpf::{
     helpers::{
@@ -19,8 +19,8 @@ use aya_ebpf::{
 
 use crate::{
     maps::{
-        EVENTS, FD_ROLES, INFLIGHT, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, config, count,
-        is_traced, wakeup_flags,
+        EVENTS, FD_ROLES, INFLIGHT, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, WAKE_ARMED,
+        config, count, is_traced, wakeup_flags,
     },
     tls,
 };
@@ -251,6 +251,9 @@ pub fn emit_payload(p: &Payload) {
         tuple,
     };
     emit(event, captured);
+    if direction == Direction::Ingress as u8 && tuple.role == Role::Client as u8 {
+        let _ = WAKE_ARMED.insert(pid_tgid as u32, 1, 0);
+    }
 }
 
 fn emit(event: &agent_common::DataEvent, captured: u32) {

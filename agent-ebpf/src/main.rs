@@ -93,6 +93,12 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint]
+pub fn thread_wakeup(ctx: TracePointContext) -> u32 {
+    let _ = process::try_wakeup(&ctx);
+    0
+}
+
+#[tracepoint]
 pub fn process_fork(ctx: TracePointContext) -> u32 {
     let _ = process::try_fork(&ctx);
     0

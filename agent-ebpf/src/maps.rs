@@ -86,6 +86,11 @@ pub static SOCKET_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536
 #[map]
 pub static FD_ROLES: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
 
+/// Threads that just read a response on a client connection: their next wake-up of another
+/// thread is reported (see `process::try_wakeup`).
+#[map]
+pub static WAKE_ARMED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65536, 0);
+
 /// Scratch space for one data record per CPU: too large for the 512-byte BPF stack.
 #[map]
 pub static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);

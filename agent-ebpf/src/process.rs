@@ -1,13 +1,13 @@
 //! Process life cycle: new programs (exec) and exits for userspace's process table, and
 //! inheritance of the selection by forked children.
 
-use agent_common::{Counter, EventKind, ProcessEvent};
+use agent_common::{Counter, EventKind, ProcessEvent, WakeEvent};
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     programs::TracePointContext,
 };
 
-use crate::maps::{EVENTS, SELECTED_COMMS, TRACED_PIDS, config, count, wakeup_flags};
+use crate::maps::{EVENTS, SELECTED_COMMS, TRACED_PIDS, WAKE_ARMED, config, count, wakeup_flags};
 
 /// Exec records wake userspace at once: it must read the new program's identity from /proc
 /// while the process lives (a short-lived client may be gone within milliseconds).
@@ -80,5 +80,32 @@ pub fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
         unsafe { ctx.read_at(cfg.offsets.fork_child_pid as usize) }.map_err(i64::from)?;
     // A new thread also reports here with its thread id; as a tgid key it is never looked up.
     let _ = TRACED_PIDS.insert(child as u32, 1, 0);
+    Ok(())
+}
+
+/// `sched:sched_wakeup`, in the waker's context: a thread that just read a response on a client
+/// connection wakes another — report the pair once, so userspace can tell which request a
+/// worker thread's call belonged to. Costs one map lookup per wake-up otherwise.
+pub fn try_wakeup(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let waker = pid_tgid as u32;
+    // SAFETY: presence test only.
+    if unsafe { WAKE_ARMED.get(waker) }.is_none() {
+        return Ok(());
+    }
+    let _ = WAKE_ARMED.remove(waker);
+    let wakee: i32 =
+        unsafe { ctx.read_at(config().offsets.wakeup_pid as usize) }.map_err(i64::from)?;
+    let event = WakeEvent {
+        kind: EventKind::Wake as u8,
+        _pad: [0; 3],
+        tgid: (pid_tgid >> 32) as u32,
+        waker_tid: waker,
+        wakee_tid: wakee as u32,
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    if EVENTS.output::<WakeEvent>(&event, wakeup_flags()).is_err() {
+        count(Counter::ControlEventsLost);
+    }
     Ok(())
 }

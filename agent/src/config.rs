@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// Export query strings as sent instead of redacting their values.
     #[arg(long)]
     pub keep_query_strings: bool,
+    /// How long finished spans wait before export, so that a guessed parent can still be
+    /// corrected (0..=10000 ms; default 500).
+    #[arg(long, value_name = "MS")]
+    pub trace_wait_ms: Option<u64>,
     /// Do not attach the OpenSSL uprobes (TLS traffic is then not decoded).
     #[arg(long)]
     pub no_tls: bool,
@@ -111,6 +115,7 @@ pub struct FileConfig {
     pub capture_bytes: Option<CaptureBytes>,
     pub ring_buffer_mib: Option<RingBufferMib>,
     pub queue_size: Option<QueueSize>,
+    pub trace_wait_ms: Option<TraceWaitMs>,
     pub keep_query_strings: Option<bool>,
     pub keep_query_literals: Option<bool>,
     /// Attach the OpenSSL uprobes (default true).
@@ -127,6 +132,7 @@ pub struct RunConfig {
     pub capture_bytes: u32,
     pub ring_buffer_bytes: u32,
     pub queue_size: usize,
+    pub trace_wait: Duration,
     pub keep_query_strings: bool,
     pub keep_query_literals: bool,
     pub tls: bool,
@@ -153,6 +159,7 @@ bounded_number!(Port, u16, 1, u16::MAX, "port");
 bounded_number!(CaptureBytes, u32, 1, MAX_CAPTURE, "capture_bytes");
 bounded_number!(RingBufferMib, u32, 1, 1024, "ring_buffer_mib");
 bounded_number!(QueueSize, usize, 1, 1_000_000, "queue_size");
+bounded_number!(TraceWaitMs, u64, 0, 10_000, "trace_wait_ms");
 
 /// An OTLP protocol name, checked where it is read.
 #[derive(Clone, Debug)]
@@ -217,6 +224,9 @@ impl RunArgs {
         if let Some(v) = self.queue_size {
             check_range(v as u64, 1, 1_000_000, "value").map_err(|m| flag_err("queue-size", m))?;
         }
+        if let Some(v) = self.trace_wait_ms {
+            check_range(v, 0, 10_000, "value").map_err(|m| flag_err("trace-wait-ms", m))?;
+        }
         if let Some(p) = &self.otlp_protocol {
             check_protocol(p).map_err(|m| flag_err("otlp-protocol", m))?;
         }
@@ -231,7 +241,7 @@ impl RunArgs {
                 traces_endpoint: self.otlp_traces_endpoint.or(file.otlp_traces_endpoint),
                 protocol: self.otlp_protocol.or(file.otlp_protocol.map(|p| p.0)),
                 headers: self.otlp_headers.or(file.otlp_headers),
-                timeout: None::<Duration>,
+                timeout: None,
             },
             output: self.output.or(file.output).unwrap_or(OutputFormat::Tree),
             capture_bytes: self
@@ -248,6 +258,11 @@ impl RunArgs {
                 .queue_size
                 .or(file.queue_size.map(|v| v.0))
                 .unwrap_or(8192),
+            trace_wait: Duration::from_millis(
+                self.trace_wait_ms
+                    .or(file.trace_wait_ms.map(|v| v.0))
+                    .unwrap_or(500),
+            ),
             keep_query_strings: self.keep_query_strings || file.keep_query_strings.unwrap_or(false),
             keep_query_literals: self.keep_query_literals
                 || file.keep_query_literals.unwrap_or(false),

@@ -30,7 +30,11 @@ use crate::{
         terminal::{TerminalExporter, TerminalFormat},
     },
     spans::{
-        SpanFactory, SpanOptions, assembly::AssemblyStats, clock::monotonic_now_ns, db::DbOptions,
+        SpanFactory, SpanOptions,
+        assembly::AssemblyStats,
+        clock::monotonic_now_ns,
+        db::DbOptions,
+        hold::{HoldStats, SpanHold},
         http::HttpOptions,
     },
 };
@@ -60,6 +64,7 @@ struct Stats {
     streams: StreamStats,
     spans: SpanCounts,
     assembly: AssemblyStats,
+    hold: HoldStats,
     export: ExportStatsSnapshot,
 }
 
@@ -143,6 +148,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         },
     });
     let mut finished: Vec<Finished> = Vec::new();
+    let mut hold = SpanHold::new(cfg.trace_wait, cfg.queue_size);
     let mut last_housekeeping = Instant::now();
     let mut last_tls_scan = Instant::now();
     let mut tls_pending: Vec<(Instant, u32)> = Vec::new();
@@ -175,17 +181,25 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 }
                 Some(KernelEvent::Exit { tgid, at_ns }) => {
                     connections.on_process_exit(tgid, at_ns, &mut finished);
-                    submit(&mut finished, &mut factory, &pipeline);
+                    submit(&mut finished, &mut factory, &mut hold, &pipeline);
                     factory.forget_process(tgid);
                     selector.on_exit(tgid);
+                }
+                Some(KernelEvent::Wake { tgid, waker, wakee }) => {
+                    // Spans finished so far must be in the hold before a wake-up can move them.
+                    submit(&mut finished, &mut factory, &mut hold, &pipeline);
+                    if let Some(parent) = factory.serving_on_thread(tgid, wakee) {
+                        hold.on_wake(tgid, waker, &parent, Instant::now());
+                    }
                 }
                 None => {}
             }
             if finished.len() >= 256 {
-                submit(&mut finished, &mut factory, &pipeline);
+                submit(&mut finished, &mut factory, &mut hold, &pipeline);
             }
         }
-        submit(&mut finished, &mut factory, &pipeline);
+        submit(&mut finished, &mut factory, &mut hold, &pipeline);
+        hold.release_due(Instant::now(), &mut |span| pipeline.submit(span));
         if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
             last_housekeeping = Instant::now();
             selector.rescan();
@@ -214,7 +228,8 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     }
 
     connections.close_all(monotonic_now_ns(), &mut finished);
-    submit(&mut finished, &mut factory, &pipeline);
+    submit(&mut finished, &mut factory, &mut hold, &pipeline);
+    hold.release_all(&mut |span| pipeline.submit(span));
     let export_stats = pipeline.stats();
     pipeline.shutdown(SHUTDOWN_TIMEOUT);
     let stats = Stats {
@@ -224,6 +239,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             created: factory.created,
         },
         assembly: factory.assembly_stats(),
+        hold: hold.stats.clone(),
         export: export_stats.snapshot(),
     };
     // Detach every probe before reporting.
@@ -247,7 +263,14 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
 }
 
 /// Turn finished exchanges into spans and queue them; never blocks.
-fn submit(finished: &mut Vec<Finished>, factory: &mut SpanFactory, pipeline: &ExportPipeline) {
+fn submit(
+    finished: &mut Vec<Finished>,
+    factory: &mut SpanFactory,
+    hold: &mut SpanHold,
+    pipeline: &ExportPipeline,
+) {
+    let now = Instant::now();
+    let mut release = |span| pipeline.submit(span);
     for output in finished.drain(..) {
         match output {
             StreamOutput::Started { meta, tid, started } => {
@@ -258,8 +281,9 @@ fn submit(finished: &mut Vec<Finished>, factory: &mut SpanFactory, pipeline: &Ex
                 tid,
                 exchange,
             } => {
-                if let Some(span) = factory.build(&meta, tid, &exchange) {
-                    pipeline.submit(span);
+                if let Some((span, guessed)) = factory.build(&meta, tid, &exchange) {
+                    let guessed_on = guessed.then_some((meta.tgid, tid));
+                    hold.push(span, guessed_on, now, &mut release);
                 }
             }
         }

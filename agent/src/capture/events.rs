@@ -1,7 +1,8 @@
 //! Decoding ring-buffer records into typed events, without copying payloads.
 
 use agent_common::{
-    CloseEvent, ConnTuple, DATA_FLAG_TLS, DataEventHeader, Direction, EventKind, ProcessEvent, Role,
+    CloseEvent, ConnTuple, DATA_FLAG_TLS, DataEventHeader, Direction, EventKind, ProcessEvent,
+    Role, WakeEvent,
 };
 
 #[derive(Debug)]
@@ -19,6 +20,12 @@ pub enum KernelEvent<'a> {
     Exit {
         tgid: u32,
         at_ns: u64,
+    },
+    /// After reading a response on a client connection, `waker` woke `wakee`.
+    Wake {
+        tgid: u32,
+        waker: u32,
+        wakee: u32,
     },
 }
 
@@ -84,6 +91,14 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent<'_>> {
             Some(KernelEvent::Exit {
                 tgid: e.tgid,
                 at_ns: e.timestamp_ns,
+            })
+        }
+        EventKind::Wake => {
+            let e: WakeEvent = read_struct(bytes)?;
+            Some(KernelEvent::Wake {
+                tgid: e.tgid,
+                waker: e.waker_tid,
+                wakee: e.wakee_tid,
             })
         }
     }

@@ -52,6 +52,7 @@ const OPTIONAL: &[(&str, &str, &str)] = &[
     ("process_exec", "sched", "sched_process_exec"),
     ("process_exit", "sched", "sched_process_exit"),
     ("process_fork", "sched", "sched_process_fork"),
+    ("thread_wakeup", "sched", "sched_wakeup"),
 ];
 
 /// Every tracepoint the agent wants, with whether it is required.

@@ -127,7 +127,7 @@ pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
         state_saddr_v6: state("saddr_v6")?,
         state_daddr_v6: state("daddr_v6")?,
         fork_child_pid: field_offset(root, "sched", "sched_process_fork", "child_pid")?,
-        _pad: 0,
+        wakeup_pid: field_offset(root, "sched", "sched_wakeup", "pid")?,
     })
 }
 

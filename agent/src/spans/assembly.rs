@@ -47,6 +47,9 @@ pub struct SpanContext {
     pub parent_is_remote: bool,
     pub trace_flags: u8,
     pub trace_state: Option<String>,
+    /// The parent was a guess among several requests in flight (worker pools): a later
+    /// wake-up may correct it (see `hold`).
+    pub parent_guessed: bool,
 }
 
 /// Identifies one request: the process, its connection, and when its first byte was seen.
@@ -314,6 +317,7 @@ impl TraceAssembler {
                 parent_is_remote: true,
                 trace_flags: tp.flags,
                 trace_state: tracestate.map(str::to_owned),
+                parent_guessed: false,
             };
         }
         // The traced client on the other end of this very connection: its request in flight
@@ -332,13 +336,14 @@ impl TraceAssembler {
                 parent_is_remote: false,
                 trace_flags: caller.ctx.trace_flags,
                 trace_state: caller.ctx.trace_state.clone(),
+                parent_guessed: false,
             };
         }
         self.root()
     }
 
     fn client_context(&mut self, key: RequestKey, tid: u32) -> SpanContext {
-        let Some(parent_key) = self.parent_for_call(key, tid) else {
+        let Some((parent_key, guessed)) = self.parent_for_call(key, tid) else {
             return self.root();
         };
         self.thread_affinity.insert(tid, parent_key);
@@ -350,12 +355,24 @@ impl TraceAssembler {
             parent_is_remote: false,
             trace_flags: parent.trace_flags,
             trace_state: parent.trace_state.clone(),
+            parent_guessed: guessed,
         }
+    }
+
+    /// The request in flight on this thread of this process, if any (the latest).
+    pub fn serving_on_thread(&self, tgid: u32, tid: u32) -> Option<SpanContext> {
+        self.serving
+            .get(&tgid)?
+            .values()
+            .rev()
+            .filter_map(|k| self.in_flight.get(k))
+            .find(|e| e.tid == tid)
+            .map(|e| e.ctx.clone())
     }
 
     /// The server request (of the same process) a call made at `key.start_ns` by thread `tid`
     /// belongs to.
-    fn parent_for_call(&mut self, key: RequestKey, tid: u32) -> Option<RequestKey> {
+    fn parent_for_call(&mut self, key: RequestKey, tid: u32) -> Option<(RequestKey, bool)> {
         let serving = self.serving.get(&key.tgid)?;
         let candidates: Vec<RequestKey> = serving
             .range(..=(key.start_ns, u64::MAX))
@@ -370,19 +387,19 @@ impl TraceAssembler {
             .find(|k| self.in_flight.get(k).is_some_and(|e| e.tid == tid))
         {
             self.stats.client_parent_same_thread += 1;
-            return Some(*same_thread);
+            return Some((*same_thread, false));
         }
         if candidates.len() == 1 {
             self.stats.client_parent_only_request += 1;
-            return Some(candidates[0]);
+            return Some((candidates[0], false));
         }
         self.stats.client_parent_heuristic += 1;
         if let Some(previous) = self.thread_affinity.get(&tid)
             && candidates.contains(previous)
         {
-            return Some(*previous);
+            return Some((*previous, true));
         }
-        candidates.last().copied()
+        candidates.last().map(|k| (*k, true))
     }
 
     fn root(&mut self) -> SpanContext {
@@ -394,6 +411,7 @@ impl TraceAssembler {
             parent_is_remote: false,
             trace_flags: 1,
             trace_state: None,
+            parent_guessed: false,
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod assembly;
 pub mod clock;
 pub mod db;
+pub mod hold;
 pub mod http;
 pub mod model;
 pub mod resource;
@@ -71,6 +72,11 @@ impl SpanFactory {
         self.assembler.evict_stale(now_ns);
     }
 
+    /// The request being served on `wakee` in this process, for a worker's wake-up.
+    pub fn serving_on_thread(&self, tgid: u32, wakee: u32) -> Option<assembly::SpanContext> {
+        self.assembler.serving_on_thread(tgid, wakee)
+    }
+
     /// A request's head was seen: its span's ids are decided now (see [`assembly`]).
     pub fn on_request_start(&mut self, meta: &ConnectionMeta, tid: u32, started: &RequestStarted) {
         let key = RequestKey {
@@ -90,7 +96,13 @@ impl SpanFactory {
 
     /// The span for an exchange; `None` for a database's own view of its clients (their
     /// CLIENT spans already tell the story).
-    pub fn build(&mut self, meta: &ConnectionMeta, tid: u32, ex: &Exchange) -> Option<SpanRecord> {
+    /// The span, and whether its parent was a guess that a wake-up of `tid` may correct.
+    pub fn build(
+        &mut self,
+        meta: &ConnectionMeta,
+        tid: u32,
+        ex: &Exchange,
+    ) -> Option<(SpanRecord, bool)> {
         if matches!(ex.detail, ExchangeDetail::Db(_)) && meta.role == Role::Server {
             return None;
         }
@@ -116,20 +128,24 @@ impl SpanFactory {
             .unwrap_or(ex.request_end_ns)
             .max(ex.request_start_ns);
         self.created += 1;
-        Some(SpanRecord {
-            trace_id: ctx.trace_id,
-            span_id: ctx.span_id,
-            parent_span_id: ctx.parent_span_id,
-            parent_is_remote: ctx.parent_is_remote,
-            trace_flags: ctx.trace_flags,
-            trace_state: ctx.trace_state,
-            name: shape.name,
-            kind: shape.kind,
-            start: self.clock.to_system_time(ex.request_start_ns),
-            end: self.clock.to_system_time(end_ns),
-            attributes: shape.attributes,
-            status: shape.status,
-            resource: self.resources.get(meta.tgid),
-        })
+        let guessed = ctx.parent_guessed;
+        Some((
+            SpanRecord {
+                trace_id: ctx.trace_id,
+                span_id: ctx.span_id,
+                parent_span_id: ctx.parent_span_id,
+                parent_is_remote: ctx.parent_is_remote,
+                trace_flags: ctx.trace_flags,
+                trace_state: ctx.trace_state,
+                name: shape.name,
+                kind: shape.kind,
+                start: self.clock.to_system_time(ex.request_start_ns),
+                end: self.clock.to_system_time(end_ns),
+                attributes: shape.attributes,
+                status: shape.status,
+                resource: self.resources.get(meta.tgid),
+            },
+            guessed,
+        ))
     }
 }
