@@ -346,7 +346,6 @@ fn connection_opened_before_the_agent() {
     ask("/items/after");
     ask("/items/again");
     ask("/items/third");
-    drop(ask);
     drop(stdin);
     let _ = client.wait();
     let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 5);
