@@ -5,17 +5,23 @@ mod common;
 
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
-use common::{Agent, Program, curl, free_port, require_capture, serial, wait_for_port, workload};
+use common::{
+    Agent, Program, curl, free_port, require_capture, serial, servers, wait_for_port, workload,
+};
 use periscope_tests::{OtlpReceiver, ReceivedSpan, Transport};
 
 struct Chain {
     _services: Vec<Program>,
+    _databases: (servers::Server, servers::Server),
     gateway: u16,
     ports: BTreeMap<&'static str, u16>,
 }
 
-/// gateway (pool fan-out) → auth, user; user → inventory (Node); inventory → pricing.
+/// gateway (pool fan-out) → auth, user; user → PostgreSQL, Redis, inventory (Node);
+/// inventory → pricing.
 fn start_chain() -> Chain {
+    let pg = servers::postgres();
+    let redis = servers::redis();
     let ports: BTreeMap<&str, u16> = ["gateway", "auth", "user", "inventory", "pricing"]
         .into_iter()
         .map(|s| (s, free_port()))
@@ -44,6 +50,10 @@ fn start_chain() -> Chain {
             vec![
                 "--mode".into(),
                 "sequential".into(),
+                "--pg".into(),
+                pg.port.to_string(),
+                "--redis".into(),
+                redis.port.to_string(),
                 url("inventory", "/stock/42"),
             ],
         ),
@@ -62,6 +72,7 @@ fn start_chain() -> Chain {
     }
     Chain {
         _services: services,
+        _databases: (pg, redis),
         gateway: ports["gateway"],
         ports,
     }
@@ -131,7 +142,9 @@ fn chain_of_services_is_one_trace_per_request() {
         &[],
     );
     const REQUESTS: usize = 3;
-    const SPANS_PER_REQUEST: usize = 9;
+    // HTTP spans per request; the user service also queries PostgreSQL and Redis (and, on its
+    // first request, sets its connections up: those spans count too, but are not checked).
+    const HTTP_SPANS_PER_REQUEST: usize = 9;
     for i in 0..REQUESTS {
         curl(&[
             "-o",
@@ -139,8 +152,15 @@ fn chain_of_services_is_one_trace_per_request() {
             &format!("http://127.0.0.1:{}/checkout/{i}", chain.gateway),
         ]);
     }
+    let count =
+        |s: &[ReceivedSpan], f: &dyn Fn(&ReceivedSpan) -> bool| s.iter().filter(|x| f(x)).count();
+    let is_http = |s: &ReceivedSpan| s.attr("http.request.method").is_some();
+    let is_query = |s: &ReceivedSpan| s.attr("db.operation.name").as_deref() == Some("SELECT");
+    let is_get = |s: &ReceivedSpan| s.attr("db.operation.name").as_deref() == Some("GET");
     let spans = receiver.wait_for(Duration::from_secs(30), |s| {
-        s.len() >= REQUESTS * SPANS_PER_REQUEST
+        count(s, &is_http) >= REQUESTS * HTTP_SPANS_PER_REQUEST
+            && count(s, &is_query) >= REQUESTS
+            && count(s, &is_get) >= REQUESTS
     });
     agent.stop();
 
@@ -157,7 +177,20 @@ fn chain_of_services_is_one_trace_per_request() {
     );
     let p = &chain.ports;
     for trace in traces.values() {
-        assert_eq!(trace.len(), SPANS_PER_REQUEST);
+        assert_eq!(
+            trace.iter().filter(|s| is_http(s)).count(),
+            HTTP_SPANS_PER_REQUEST,
+            "{:#?}",
+            trace
+                .iter()
+                .map(|s| (
+                    &s.service_name,
+                    s.kind_name(),
+                    &s.span.name,
+                    s.int_attr("http.response.status_code")
+                ))
+                .collect::<Vec<_>>()
+        );
         let gateway = pick(trace, "gateway", "server", None);
         assert!(
             gateway.parent_span_id_hex().is_empty()
@@ -173,6 +206,30 @@ fn chain_of_services_is_one_trace_per_request() {
         assert_child(user, to_user);
         let to_inventory = pick(trace, "user", "client", Some(p["inventory"]));
         assert_child(to_inventory, user);
+        for (system, operation) in [("postgresql", "SELECT"), ("redis", "GET")] {
+            let db: Vec<_> = trace
+                .iter()
+                .filter(|s| s.attr("db.system.name").as_deref() == Some(system))
+                .collect();
+            let calls: Vec<_> = db
+                .iter()
+                .filter(|s| s.attr("db.operation.name").as_deref() == Some(operation))
+                .collect();
+            assert_eq!(
+                calls.len(),
+                1,
+                "one {system} {operation} per request; all database spans: {:?}",
+                spans
+                    .iter()
+                    .filter(|s| s.attr("db.system.name").is_some())
+                    .map(|s| (s.span.name.clone(), s.trace_id_hex()))
+                    .collect::<Vec<_>>()
+            );
+            for s in &db {
+                assert_eq!(s.service_name, "user");
+                assert_child(s, user);
+            }
+        }
         let inventory = pick(trace, "inventory", "server", None);
         assert_child(inventory, to_inventory);
         let to_pricing = pick(trace, "inventory", "client", Some(p["pricing"]));
