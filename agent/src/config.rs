@@ -73,7 +73,7 @@ pub struct RunArgs {
     /// Kernel ring buffer size in MiB (1..=1024; default 16).
     #[arg(long, value_name = "MIB")]
     pub ring_buffer_mib: Option<u32>,
-    /// Spans buffered for export before new ones are dropped (and counted).
+    /// Spans buffered for export before new ones are dropped (and counted; default 32768).
     #[arg(long, value_name = "SPANS")]
     pub queue_size: Option<usize>,
     /// Export query strings as sent instead of redacting their values.
@@ -257,7 +257,7 @@ impl RunArgs {
             queue_size: self
                 .queue_size
                 .or(file.queue_size.map(|v| v.0))
-                .unwrap_or(8192),
+                .unwrap_or(32768),
             trace_wait: Duration::from_millis(
                 self.trace_wait_ms
                     .or(file.trace_wait_ms.map(|v| v.0))

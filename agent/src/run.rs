@@ -96,7 +96,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         exporter,
         PipelineOptions {
             queue_capacity: cfg.queue_size,
-            max_batch: 512,
+            max_batch: 4096,
             batch_interval: Duration::from_millis(500),
             export_timeout,
         },
