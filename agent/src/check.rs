@@ -48,7 +48,7 @@ pub fn check() -> bool {
         Path::new("/sys/kernel/btf/vmlinux").exists(),
         false,
         "BTF (/sys/kernel/btf/vmlinux)",
-        "not needed yet; future probes read struct offsets from it",
+        "not needed (tracepoint layouts come from tracefs)",
     );
     let root = match tracefs::ensure_mounted() {
         Ok(root) => {
@@ -90,7 +90,7 @@ pub fn check() -> bool {
             false,
             "handshake and process tracepoints",
             &if missing_optional.is_empty() {
-                "inet_sock_set_state, sched_process_{exec,exit,fork}".to_owned()
+                "inet_sock_set_state, sched_process_{exec,exit,fork}, sched_wakeup".to_owned()
             } else {
                 format!(
                     "missing {} (falls back to /proc)",
@@ -125,7 +125,11 @@ pub fn check() -> bool {
         uprobes,
         false,
         "uprobes",
-        "for TLS plaintext (OpenSSL) — planned",
+        if uprobes {
+            "TLS plaintext through OpenSSL"
+        } else {
+            "absent: TLS traffic not decoded"
+        },
     );
 
     if !r.fatal {
@@ -158,7 +162,8 @@ pub fn check() -> bool {
         if r.fatal {
             "capture is NOT possible here: fix the FAIL lines above"
         } else {
-            "capture is possible: `periscope run` will trace HTTP/1 over TCP (IPv4 and IPv6)"
+            "capture is possible: `periscope run` will trace HTTP/1, HTTP/2, gRPC, PostgreSQL, \
+             MySQL and Redis over TCP (IPv4 and IPv6)"
         }
     );
     !r.fatal
