@@ -1,57 +1,21 @@
 //! Feeds arbitrary chunk sequences to a PostgreSQL session and checks that what comes out
 //! stays within the decoder's bounds; runs the SQL helpers over every text on the way.
-//!
-//! Input layout, repeated: a control byte, a length byte, then that many data bytes.
-//! Control bits: 0 = flow (request/response); 1..=3 = how many bytes go uncaptured (mostly
-//! none, sometimes a few, a thousand or a megabyte); 4 = "canned": each data byte picks a
-//! well-formed message of that flow instead (so that deep states are reached quickly);
-//! 5..=7 = the "few" of uncaptured bytes.
+//! Input layout: `periscope::protocols::fuzzing`, where control bit 4 means "canned": each
+//! data byte picks a well-formed message of that flow (so that deep states are reached
+//! quickly).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use periscope::protocols::fuzzing::Driver;
 use periscope::protocols::postgres::Postgres;
-use periscope::protocols::{Chunk, Exchange, ExchangeDetail, Flow, Protocol, sql};
+use periscope::protocols::{Exchange, ExchangeDetail, Flow, sql};
 
 fuzz_target!(|input: &[u8]| {
-    let mut session = Postgres.new_session();
-    let mut out = Vec::new();
-    let mut rest = input;
-    let mut now = 0u64;
-    while let [control, len, tail @ ..] = rest {
-        let flow = if control & 1 == 0 {
-            Flow::Request
-        } else {
-            Flow::Response
-        };
-        let missing = match (control >> 1) & 7 {
-            0..=3 => 0,
-            4 | 5 => usize::from(control >> 5) + 1,
-            6 => 1000,
-            _ => 1 << 20,
-        };
-        let (raw, tail) = tail.split_at(usize::from(*len).min(tail.len()));
-        rest = tail;
-        let data = if control & 0x10 != 0 {
-            raw.iter().flat_map(|&pick| canned(flow, pick)).collect()
-        } else {
-            raw.to_vec()
-        };
-        let _ = Postgres.detect(flow, &data);
-        let text = String::from_utf8_lossy(raw);
-        check_sql(&text);
-        now += 10;
-        let chunk = Chunk {
-            data: &data,
-            missing,
-            first_byte_ns: now,
-            last_byte_ns: now + 5,
-        };
-        session.feed(flow, chunk, &mut out);
-        check(&out);
-        out.clear();
-    }
-    session.close(now + 100, &mut out);
-    check(&out);
+    Driver::new(&Postgres)
+        .canned(&canned)
+        .raw(&|raw| check_sql(&String::from_utf8_lossy(raw)))
+        .check(&check)
+        .run(input);
 });
 
 fn check_sql(text: &str) {
@@ -62,27 +26,16 @@ fn check_sql(text: &str) {
     assert!(collection.is_none_or(|c| c.len() <= 512));
 }
 
-fn check(exchanges: &[Exchange]) {
-    for exchange in exchanges {
-        let ExchangeDetail::Db(db) = &exchange.detail else {
-            panic!("not a database exchange");
-        };
-        assert_eq!(db.system, "postgresql");
-        assert!(exchange.request_start_ns <= exchange.request_end_ns);
-        assert_eq!(
-            exchange.response_start_ns.is_some(),
-            exchange.response_end_ns.is_some()
-        );
-        if let (Some(start), Some(end)) = (exchange.response_start_ns, exchange.response_end_ns) {
-            assert!(exchange.request_start_ns <= start && start <= end);
-        }
-        assert!(db.query_text.as_ref().is_none_or(|t| t.len() <= 4096));
-        assert!(db.error_message.as_ref().is_none_or(|t| t.len() <= 1024));
-        assert!(db.status_code.as_ref().is_none_or(|t| t.len() <= 16));
-        assert!(db.namespace.as_ref().is_none_or(|t| t.len() <= 256));
-        if let Some(text) = &db.query_text {
-            check_sql(text);
-        }
+fn check(exchange: &Exchange) {
+    let ExchangeDetail::Db(db) = &exchange.detail else {
+        panic!("not a database exchange");
+    };
+    assert_eq!(db.system, "postgresql");
+    assert!(db.query_text.as_ref().is_none_or(|t| t.len() <= 4096));
+    assert!(db.error_message.as_ref().is_none_or(|t| t.len() <= 1024));
+    assert!(db.status_code.as_ref().is_none_or(|t| t.len() <= 16));
+    if let Some(text) = &db.query_text {
+        check_sql(text);
     }
 }
 

@@ -12,6 +12,11 @@ pub mod postgres;
 pub mod redis;
 pub mod sql;
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+#[cfg(test)]
+mod replay;
+
 use std::fmt;
 
 /// Which way bytes travel relative to the application protocol (not to the traced process).

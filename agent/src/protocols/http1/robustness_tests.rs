@@ -2,6 +2,7 @@
 
 use super::tests::*;
 use super::*;
+use crate::protocols::replay::chunk;
 
 #[test]
 fn gaps_inside_a_content_length_body_are_skipped_exactly() {
@@ -178,7 +179,7 @@ fn body_that_looks_like_a_response_is_not_cut_without_a_waiting_request() {
     let body = "HTTP/1.1 200 OK\r\n\r\n";
     let out = run(&[
         req("GET /doc HTTP/1.1\r\n\r\n"),
-        resp(&format!(
+        resp(format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )),
@@ -265,18 +266,16 @@ fn strings_are_bounded_and_lossy() {
 fn pending_requests_are_bounded() {
     let mut steps = Vec::new();
     for i in 0..100 {
-        steps.push(req(&format!("GET /{i} HTTP/1.1\r\n\r\n")));
+        steps.push(req(format!("GET /{i} HTTP/1.1\r\n\r\n")));
     }
     let mut session = Http1Session::new();
     let mut out = Vec::new();
     for (k, step) in steps.iter().enumerate() {
-        let chunk = Chunk {
-            data: &step.data,
-            missing: 0,
-            first_byte_ns: k as u64,
-            last_byte_ns: k as u64,
-        };
-        session.feed(Flow::Request, chunk, &mut out);
+        session.feed(
+            Flow::Request,
+            chunk(&step.data, k as u64, k as u64),
+            &mut out,
+        );
         assert!(session.pending.len() <= MAX_PENDING_REQUESTS);
     }
     assert_eq!(out.len(), 100 - MAX_PENDING_REQUESTS);

@@ -2,81 +2,15 @@
 //! Helpers here are shared with `robustness_tests`.
 
 use super::*;
-
-/// One syscall's worth of bytes in a test conversation.
-#[derive(Clone)]
-pub(super) struct Step {
-    pub flow: Flow,
-    pub data: Vec<u8>,
-    pub missing: usize,
-}
-
-pub(super) fn req(data: &str) -> Step {
-    Step {
-        flow: Flow::Request,
-        data: data.as_bytes().to_vec(),
-        missing: 0,
-    }
-}
-
-pub(super) fn resp(data: &str) -> Step {
-    Step {
-        flow: Flow::Response,
-        data: data.as_bytes().to_vec(),
-        missing: 0,
-    }
-}
-
-pub(super) fn with_gap(mut step: Step, missing: usize) -> Step {
-    step.missing = missing;
-    step
-}
-
-/// Step `k` happens in [1000(k+1), 1000(k+1) + 500]; the connection closes after the last.
-pub(super) fn step_times(k: usize) -> (u64, u64) {
-    let base = 1000 * (k as u64 + 1);
-    (base, base + 500)
-}
+use crate::protocols::replay;
+use crate::protocols::replay::chunk;
+pub(super) use crate::protocols::replay::{
+    Step, http, http_summary as summary, req, resp, step_times, triple, with_gap,
+};
+use crate::protocols::replay::{bytewise, split_step};
 
 pub(super) fn run(steps: &[Step]) -> Vec<Exchange> {
-    let mut session = Http1.new_session();
-    let mut out = Vec::new();
-    for (k, step) in steps.iter().enumerate() {
-        let (first_byte_ns, last_byte_ns) = step_times(k);
-        let chunk = Chunk {
-            data: &step.data,
-            missing: step.missing,
-            first_byte_ns,
-            last_byte_ns,
-        };
-        session.feed(step.flow, chunk, &mut out);
-    }
-    session.close(step_times(steps.len()).0, &mut out);
-    out
-}
-
-pub(super) fn http(exchange: &Exchange) -> &HttpExchange {
-    let ExchangeDetail::Http(http) = &exchange.detail else {
-        panic!("not an HTTP exchange")
-    };
-    http
-}
-
-/// (method, target, status) of every exchange.
-pub(super) fn summary(exchanges: &[Exchange]) -> Vec<(String, String, Option<u16>)> {
-    exchanges
-        .iter()
-        .map(http)
-        .map(|h| (h.method.clone(), h.target.clone(), h.status))
-        .collect()
-}
-
-pub(super) fn triple(
-    method: &str,
-    target: &str,
-    status: Option<u16>,
-) -> (String, String, Option<u16>) {
-    (method.to_owned(), target.to_owned(), status)
+    replay::run(&Http1, steps)
 }
 
 pub(super) const GET: &str = "GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.5.0\r\n\
@@ -206,23 +140,6 @@ fn rich_conversation_decodes() {
     assert_eq!(out[4].request_end_ns, step_times(8).1);
 }
 
-/// Splits step `index` into pieces at `cuts`, keeping the other steps whole.
-fn split_step(steps: &[Step], index: usize, cuts: &[usize]) -> Vec<Step> {
-    let mut result = steps[..index].to_vec();
-    let step = &steps[index];
-    let mut from = 0;
-    for &cut in cuts.iter().chain(std::iter::once(&step.data.len())) {
-        result.push(Step {
-            flow: step.flow,
-            data: step.data[from..cut].to_vec(),
-            missing: 0,
-        });
-        from = cut;
-    }
-    result.extend_from_slice(&steps[index + 1..]);
-    result
-}
-
 #[test]
 fn every_two_way_split_gives_the_same_exchanges() {
     let steps = rich_conversation();
@@ -254,17 +171,7 @@ fn three_way_splits_of_a_head_give_the_same_exchanges() {
 fn one_byte_chunks_give_the_same_exchanges() {
     let steps = rich_conversation();
     let expected = details(&run(&steps));
-    let bytewise: Vec<Step> = steps
-        .iter()
-        .flat_map(|s| {
-            s.data.iter().map(|&b| Step {
-                flow: s.flow,
-                data: vec![b],
-                missing: 0,
-            })
-        })
-        .collect();
-    let out = run(&bytewise);
+    let out = run(&bytewise(&steps));
     assert_eq!(details(&out), expected);
     // The first exchange starts with the very first byte and its request ends with the
     // request's last byte, which is the last of the first step's chunks.
@@ -276,7 +183,7 @@ fn one_byte_chunks_give_the_same_exchanges() {
 fn keep_alive_many_exchanges() {
     let mut steps = Vec::new();
     for i in 0..20 {
-        steps.push(req(&format!("GET /item/{i} HTTP/1.1\r\nHost: h\r\n\r\n")));
+        steps.push(req(format!("GET /item/{i} HTTP/1.1\r\nHost: h\r\n\r\n")));
         steps.push(resp(OK_HELLO));
     }
     let out = run(&steps);
@@ -463,13 +370,7 @@ fn session_is_reusable_after_close() {
     let mut out = Vec::new();
     for round in 0..2u64 {
         for (flow, data) in [(Flow::Request, GET), (Flow::Response, OK_HELLO)] {
-            let chunk = Chunk {
-                data: data.as_bytes(),
-                missing: 0,
-                first_byte_ns: round,
-                last_byte_ns: round,
-            };
-            session.feed(flow, chunk, &mut out);
+            session.feed(flow, chunk(data.as_bytes(), round, round), &mut out);
         }
         session.close(round, &mut out);
     }

@@ -4,6 +4,7 @@ use super::frame::{PING, WINDOW_UPDATE};
 use super::headers::{MAX_METHOD, MAX_TARGET, MAX_VALUE};
 use super::tests::*;
 use super::*;
+use crate::protocols::replay::chunk;
 
 #[test]
 fn gaps_inside_data_are_skipped_exactly() {
@@ -59,7 +60,7 @@ fn a_gap_inside_a_header_block_keeps_what_was_captured_and_loses_the_hpack_state
     let frame = headers(1, END_STREAM | END_HEADERS, &first);
     let out = run(&[
         req(preface_and_settings()),
-        with_gap(req(frame[..cut_at].to_vec()), frame.len() - cut_at),
+        with_gap(req(&frame[..cut_at]), frame.len() - cut_at),
         // References both entries added by the first block (index 62 = user-agent, 63 =
         // :authority), and adds one of its own that the third references.
         req(headers(
@@ -107,7 +108,7 @@ fn a_gap_over_a_frame_header_loses_framing_until_a_chunk_starts_with_frames() {
         // is among them.
         with_gap(resp(data(1, 0, b"abc")), 30),
         // Mid-frame garbage: skipped.
-        resp(b"\x17garbage that is no frame".to_vec()),
+        resp(b"\x17garbage that is no frame"),
         // A chunk that starts with frames: picked up again.
         resp(concat(&[
             data(1, END_STREAM, b"de"),
@@ -223,8 +224,8 @@ fn garbage_after_the_preface_yields_nothing() {
             PREFACE.to_vec(),
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
         ])),
-        resp(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()),
-        req(b"\x00\x00\x05\x01\x04\x00\x00\x00\x01\xff\xff\xff\xff\xff".to_vec()),
+        resp(b"HTTP/1.1 400 Bad Request\r\n\r\n"),
+        req(b"\x00\x00\x05\x01\x04\x00\x00\x00\x01\xff\xff\xff\xff\xff"),
     ]);
     assert!(out.is_empty());
 }
@@ -317,13 +318,7 @@ fn streams_beyond_the_bound_push_the_oldest_out() {
     let mut out = Vec::new();
     let mut started = Vec::new();
     for (k, step) in steps.iter().enumerate() {
-        let chunk = Chunk {
-            data: &step.data,
-            missing: 0,
-            first_byte_ns: k as u64,
-            last_byte_ns: k as u64,
-        };
-        session.feed(step.flow, chunk, &mut out);
+        session.feed(step.flow, chunk(&step.data, k as u64, k as u64), &mut out);
     }
     assert_eq!(out.len(), 10);
     assert!(
@@ -386,13 +381,11 @@ fn random_frames_never_panic_and_stay_bounded() {
         let mut out = Vec::new();
         let mut started = Vec::new();
         if round % 3 != 0 {
-            let chunk = Chunk {
-                data: &preface_and_settings(),
-                missing: 0,
-                first_byte_ns: 0,
-                last_byte_ns: 0,
-            };
-            session.feed(Flow::Request, chunk, &mut out);
+            session.feed(
+                Flow::Request,
+                chunk(&preface_and_settings(), 0, 0),
+                &mut out,
+            );
         }
         for step in 0..40u64 {
             let mut bytes = Vec::new();
@@ -422,14 +415,15 @@ fn random_frames_never_panic_and_stay_bounded() {
             } else {
                 Flow::Response
             };
-            let chunk = Chunk {
-                data: &bytes,
-                missing,
-                first_byte_ns: step * 10,
-                last_byte_ns: step * 10 + 5,
-            };
             let _ = Http2.detect(flow, &bytes);
-            session.feed(flow, chunk, &mut out);
+            session.feed(
+                flow,
+                Chunk {
+                    missing,
+                    ..chunk(&bytes, step * 10, step * 10 + 5)
+                },
+                &mut out,
+            );
             session.take_started(&mut started);
         }
         session.close(10_000, &mut out);

@@ -3,38 +3,14 @@
 
 use super::frame::{FLAG_PRIORITY, PING, PRIORITY, WINDOW_UPDATE};
 use super::*;
+use crate::protocols::replay;
+pub(super) use crate::protocols::replay::{
+    Step, http, http_summary as summary, req, resp, triple, with_gap,
+};
+use crate::protocols::replay::{bytewise, details};
 
 pub(super) const END_STREAM: u8 = FLAG_END_STREAM;
 pub(super) const END_HEADERS: u8 = FLAG_END_HEADERS;
-
-/// One syscall's worth of bytes in a test conversation.
-#[derive(Clone)]
-pub(super) struct Step {
-    pub flow: Flow,
-    pub data: Vec<u8>,
-    pub missing: usize,
-}
-
-pub(super) fn req(data: impl Into<Vec<u8>>) -> Step {
-    Step {
-        flow: Flow::Request,
-        data: data.into(),
-        missing: 0,
-    }
-}
-
-pub(super) fn resp(data: impl Into<Vec<u8>>) -> Step {
-    Step {
-        flow: Flow::Response,
-        data: data.into(),
-        missing: 0,
-    }
-}
-
-pub(super) fn with_gap(mut step: Step, missing: usize) -> Step {
-    step.missing = missing;
-    step
-}
 
 pub(super) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
@@ -122,58 +98,12 @@ pub(super) fn concat(parts: &[Vec<u8>]) -> Vec<u8> {
     parts.concat()
 }
 
-/// Step `k` happens in [1000(k+1), 1000(k+1) + 500]; the connection closes after the last.
-pub(super) fn step_times(k: usize) -> (u64, u64) {
-    let base = 1000 * (k as u64 + 1);
-    (base, base + 500)
-}
-
 pub(super) fn run_with_started(steps: &[Step]) -> (Vec<Exchange>, Vec<RequestStarted>) {
-    let mut session = Http2.new_session();
-    let mut out = Vec::new();
-    let mut started = Vec::new();
-    for (k, step) in steps.iter().enumerate() {
-        let (first_byte_ns, last_byte_ns) = step_times(k);
-        let chunk = Chunk {
-            data: &step.data,
-            missing: step.missing,
-            first_byte_ns,
-            last_byte_ns,
-        };
-        session.feed(step.flow, chunk, &mut out);
-        session.take_started(&mut started);
-    }
-    session.close(step_times(steps.len()).0, &mut out);
-    (out, started)
+    replay::run_with_started(&Http2, steps)
 }
 
 pub(super) fn run(steps: &[Step]) -> Vec<Exchange> {
-    run_with_started(steps).0
-}
-
-pub(super) fn http(exchange: &Exchange) -> &HttpExchange {
-    let ExchangeDetail::Http(http) = &exchange.detail else {
-        panic!("not an HTTP exchange")
-    };
-    http
-}
-
-pub(super) fn summary(exchanges: &[Exchange]) -> Vec<(String, String, Option<u16>)> {
-    exchanges
-        .iter()
-        .map(|e| {
-            let h = http(e);
-            (h.method.clone(), h.target.clone(), h.status)
-        })
-        .collect()
-}
-
-pub(super) fn triple(
-    method: &str,
-    target: &str,
-    status: Option<u16>,
-) -> (String, String, Option<u16>) {
-    (method.to_owned(), target.to_owned(), status)
+    replay::run(&Http2, steps)
 }
 
 /// A GET / exchange on stream 1 after the prefaces.
@@ -318,20 +248,7 @@ fn a_simple_exchange_is_decoded_with_timing() {
 #[test]
 fn splitting_at_every_byte_changes_nothing() {
     let steps = simple_conversation();
-    let whole = run(&steps);
-    let mut bytewise = Vec::new();
-    for step in &steps {
-        for &b in &step.data {
-            bytewise.push(Step {
-                flow: step.flow,
-                data: vec![b],
-                missing: 0,
-            });
-        }
-    }
-    let split = run(&bytewise);
-    let details = |e: &[Exchange]| e.iter().map(|x| x.detail.clone()).collect::<Vec<_>>();
-    assert_eq!(details(&whole), details(&split));
+    assert_eq!(details(&run(&steps)), details(&run(&bytewise(&steps))));
 }
 
 #[test]

@@ -2,13 +2,14 @@
 
 use super::tests::*;
 use super::*;
+use crate::protocols::replay::chunk;
 
 #[test]
 fn gap_inside_query_text_keeps_the_prefix_and_marks_partial() {
     let text = "SELECT * FROM items WHERE name IN ('a', 'b', 'c')";
     let full = query(text);
     let mut steps = connect("8.0.36", BASE_CAPS);
-    steps.push(with_gap(req(full[..20].to_vec()), full.len() - 20));
+    steps.push(with_gap(req(&full[..20]), full.len() - 20));
     steps.push(resp(ok(1, 0, 2)));
     steps.push(req(query("SELECT 2")));
     steps.push(resp(ok(1, 0, 2)));
@@ -43,9 +44,9 @@ fn lost_response_framing_ends_at_the_next_command_and_resyncs() {
     steps.push(req(query("SELECT * FROM big")));
     let answer = result_set(1, 2, 1000, false);
     assert!(answer.len() > 8000);
-    steps.push(with_gap(resp(answer[..300].to_vec()), 5000));
+    steps.push(with_gap(resp(&answer[..300]), 5000));
     // The rest of the big answer, not starting at a packet boundary.
-    steps.push(resp(answer[5300..].to_vec()));
+    steps.push(resp(&answer[5300..]));
     steps.push(req(query("SELECT 1")));
     steps.push(resp(result_set(1, 1, 1, false)));
     steps.push(req(query("SELECT 2")));
@@ -67,7 +68,7 @@ fn lost_request_framing_waits_for_a_plausible_command() {
     steps.push(with_gap(req(query("SELECT 1")), 40));
     steps.push(resp(ok(1, 0, 2)));
     // Continuation bytes of whatever was unseen: ignored.
-    steps.push(req(b"tail of something unseen".to_vec()));
+    steps.push(req(b"tail of something unseen"));
     steps.push(resp(ok(1, 0, 2)));
     steps.push(req(query("SELECT 2")));
     steps.push(resp(ok(1, 5, 2)));
@@ -122,10 +123,7 @@ fn garbage_never_becomes_an_exchange() {
         }
     }
     // Garbage that is not MySQL at all from the first byte on yields nothing.
-    let out = run(&[
-        resp(b"\x00\x00\x00\x00\xff\xff".to_vec()),
-        req(vec![0xaa; 100]),
-    ]);
+    let out = run(&[resp(b"\x00\x00\x00\x00\xff\xff"), req(vec![0xaa; 100])]);
     assert!(out.is_empty());
 }
 
@@ -145,7 +143,7 @@ fn close_during_a_response_emits_it_partial() {
     let mut steps = connect("8.0.36", BASE_CAPS);
     steps.push(req(query("SELECT a FROM t")));
     let answer = result_set(1, 1, 10, false);
-    steps.push(resp(answer[..answer.len() - 20].to_vec()));
+    steps.push(resp(&answer[..answer.len() - 20]));
     steps.push(req(query("SELECT 2")));
     let out = run(&steps);
     assert_eq!(out.len(), 2);
@@ -162,13 +160,7 @@ fn pending_commands_are_bounded() {
     let mut out = Vec::new();
     for k in 0..200u64 {
         let q = query(&format!("SELECT {k}"));
-        let chunk = Chunk {
-            data: &q,
-            missing: 0,
-            first_byte_ns: k,
-            last_byte_ns: k,
-        };
-        session.feed(Flow::Request, chunk, &mut out);
+        session.feed(Flow::Request, chunk(&q, k, k), &mut out);
         assert!(session.core.pending.len() <= MAX_PENDING);
     }
     assert_eq!(out.len(), 200 - MAX_PENDING);
@@ -183,13 +175,7 @@ fn remembered_statements_are_bounded() {
     let mut out = Vec::new();
     let long = "x".repeat(MAX_QUERY_LEN);
     let mut feed = |flow, data: Vec<u8>, session: &mut MysqlSession| {
-        let chunk = Chunk {
-            data: &data,
-            missing: 0,
-            first_byte_ns: 1,
-            last_byte_ns: 2,
-        };
-        session.feed(flow, chunk, &mut out);
+        session.feed(flow, chunk(&data, 1, 2), &mut out);
     };
     for id in 0..1000u32 {
         let text = format!("SELECT {id} /* {long} */");
@@ -240,13 +226,14 @@ fn huge_declared_lengths_do_not_allocate() {
     let mut session = MysqlSession::new();
     let mut out = Vec::new();
     for step in &steps {
-        let chunk = Chunk {
-            data: &step.data,
-            missing: step.missing,
-            first_byte_ns: 1,
-            last_byte_ns: 1,
-        };
-        session.feed(step.flow, chunk, &mut out);
+        session.feed(
+            step.flow,
+            Chunk {
+                missing: step.missing,
+                ..chunk(&step.data, 1, 1)
+            },
+            &mut out,
+        );
         assert!(session.requests.payload().len() <= REQUEST_CAP);
     }
     session.close(2, &mut out);

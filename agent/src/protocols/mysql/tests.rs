@@ -2,64 +2,12 @@
 //! statements, splits at every byte. Helpers here are shared with `robustness_tests`.
 
 use super::*;
-
-/// One syscall's worth of bytes in a test conversation.
-#[derive(Clone)]
-pub(super) struct Step {
-    pub flow: Flow,
-    pub data: Vec<u8>,
-    pub missing: usize,
-}
-
-pub(super) fn req(data: Vec<u8>) -> Step {
-    Step {
-        flow: Flow::Request,
-        data,
-        missing: 0,
-    }
-}
-
-pub(super) fn resp(data: Vec<u8>) -> Step {
-    Step {
-        flow: Flow::Response,
-        data,
-        missing: 0,
-    }
-}
-
-pub(super) fn with_gap(mut step: Step, missing: usize) -> Step {
-    step.missing = missing;
-    step
-}
-
-/// Step `k` happens in [1000(k+1), 1000(k+1) + 500]; the connection closes after the last.
-pub(super) fn step_times(k: usize) -> (u64, u64) {
-    let base = 1000 * (k as u64 + 1);
-    (base, base + 500)
-}
+use crate::protocols::replay;
+use crate::protocols::replay::assert_splits_decode_the_same;
+pub(super) use crate::protocols::replay::{Step, db, req, resp, with_gap};
 
 pub(super) fn run(steps: &[Step]) -> Vec<Exchange> {
-    let mut session = Mysql.new_session();
-    let mut out = Vec::new();
-    for (k, step) in steps.iter().enumerate() {
-        let (first_byte_ns, last_byte_ns) = step_times(k);
-        let chunk = Chunk {
-            data: &step.data,
-            missing: step.missing,
-            first_byte_ns,
-            last_byte_ns,
-        };
-        session.feed(step.flow, chunk, &mut out);
-    }
-    session.close(step_times(steps.len()).0, &mut out);
-    out
-}
-
-pub(super) fn db(exchange: &Exchange) -> &DbExchange {
-    match &exchange.detail {
-        ExchangeDetail::Db(db) => db,
-        other => panic!("not a database exchange: {other:?}"),
-    }
+    replay::run(&Mysql, steps)
 }
 
 /// (operation, query text, status code) of every exchange.
@@ -554,8 +502,8 @@ fn ssl_request_stops_decoding() {
     let out = run(&[
         resp(greeting("8.0.36", 0xffff_ffff)),
         req(pkt(1, &ssl)),
-        req(b"\x16\x03\x01\x00\x50\x01\x00\x00\x4c\x03\x03".to_vec()),
-        resp(b"\x16\x03\x03\x00\x31\x02".to_vec()),
+        req(b"\x16\x03\x01\x00\x50\x01\x00\x00\x4c\x03\x03"),
+        resp(b"\x16\x03\x03\x00\x31\x02"),
         // Bytes that would look like a query in the clear.
         req(query("SELECT 1")),
         resp(ok(1, 0, 2)),
@@ -880,37 +828,6 @@ fn mixed_conversation() -> Vec<Step> {
 
 #[test]
 fn splits_at_every_byte_decode_the_same() {
-    let steps = mixed_conversation();
-    let whole: Vec<_> = run(&steps).into_iter().map(|e| e.detail).collect();
+    let whole = assert_splits_decode_the_same(&mixed_conversation(), run);
     assert_eq!(whole.len(), 5);
-    let mut bytewise = Vec::new();
-    for step in &steps {
-        for &b in &step.data {
-            bytewise.push(Step {
-                flow: step.flow,
-                data: vec![b],
-                missing: 0,
-            });
-        }
-    }
-    let split: Vec<_> = run(&bytewise).into_iter().map(|e| e.detail).collect();
-    assert_eq!(whole, split);
-    // And every two-way split of every step.
-    for (k, step) in steps.iter().enumerate() {
-        for cut in 1..step.data.len() {
-            let mut variant = steps.clone();
-            let (a, b) = step.data.split_at(cut);
-            variant[k].data = a.to_vec();
-            variant.insert(
-                k + 1,
-                Step {
-                    flow: step.flow,
-                    data: b.to_vec(),
-                    missing: 0,
-                },
-            );
-            let got: Vec<_> = run(&variant).into_iter().map(|e| e.detail).collect();
-            assert_eq!(whole, got, "step {k} cut at {cut}");
-        }
-    }
 }

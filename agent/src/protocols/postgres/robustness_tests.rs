@@ -2,6 +2,7 @@
 
 use super::tests::*;
 use super::*;
+use crate::protocols::replay::chunk;
 
 #[test]
 fn gap_inside_a_data_row_is_skipped_exactly() {
@@ -27,7 +28,7 @@ fn gap_inside_query_text_keeps_the_prefix_and_marks_partial() {
     let sql = format!("SELECT * FROM users WHERE note = '{}'", "n".repeat(3000));
     let q = query(&sql);
     let out = run(&with_handshake(vec![
-        with_gap(req(q[..60].to_vec()), q.len() - 60),
+        with_gap(req(&q[..60]), q.len() - 60),
         resp([command_complete("SELECT 0"), ready()].concat()),
     ]));
     assert_eq!(out.len(), 1);
@@ -45,7 +46,7 @@ fn gap_over_the_tail_of_a_big_query_text_is_not_partial_when_only_skipped_bytes_
     let sql = format!("SELECT '{}'", "a".repeat(20_000));
     let q = query(&sql);
     let out = run(&with_handshake(vec![
-        with_gap(req(q[..8192].to_vec()), q.len() - 8192),
+        with_gap(req(&q[..8192]), q.len() - 8192),
         resp([command_complete("SELECT 1"), ready()].concat()),
     ]));
     assert!(!db(&out[0]).partial);
@@ -71,7 +72,7 @@ fn big_result_with_lost_framing_ends_at_the_chunk_ending_with_ready_for_query() 
         let end = (at + 65536).min(everything.len());
         let shown = (end - at).min(1024);
         steps.push(with_gap(
-            resp(everything[at..at + shown].to_vec()),
+            resp(&everything[at..at + shown]),
             end - at - shown,
         ));
         at = end;
@@ -108,7 +109,7 @@ fn lost_response_framing_resyncs_at_the_next_plausible_chunk() {
         req(query("SELECT * FROM a")),
         // The header of the second DataRow is in the gap.
         with_gap(resp([row_description(), data_row("1")].concat()), 5000),
-        resp(b"garbage that is the middle of a row".to_vec()),
+        resp(b"garbage that is the middle of a row"),
         req(query("SELECT * FROM b")),
         resp(
             [
@@ -146,7 +147,7 @@ fn lost_request_framing_after_a_big_bind_assumes_its_execute() {
     ]
     .concat();
     let out = run(&with_handshake(vec![
-        with_gap(req(batch[..8192].to_vec()), batch.len() - 8192),
+        with_gap(req(&batch[..8192]), batch.len() - 8192),
         resp(
             [
                 parse_complete(),
@@ -185,7 +186,7 @@ fn lost_request_framing_absorbs_responses_up_to_ready_for_query() {
             ]
             .concat(),
         ),
-        req(b"not a message start".to_vec()),
+        req(b"not a message start"),
         req(query("SELECT 2")),
         resp([command_complete("SELECT 1"), ready()].concat()),
     ]));
@@ -209,7 +210,7 @@ fn request_framing_resumes_at_a_long_query_cut_by_the_capture() {
     let out = run(&with_handshake(vec![
         with_gap(req(query("SELECT 1")), 10),
         resp([command_complete("SELECT 1"), ready(), ready()].concat()),
-        with_gap(req(long[..8192].to_vec()), long.len() - 8192),
+        with_gap(req(&long[..8192]), long.len() - 8192),
         resp([command_complete("SELECT 0"), ready()].concat()),
     ]));
     assert_eq!(out.len(), 2, "{out:#?}");
@@ -221,8 +222,8 @@ fn request_framing_resumes_at_a_long_query_cut_by_the_capture() {
 #[test]
 fn garbage_requests_produce_nothing_and_a_later_clean_chunk_resyncs() {
     let out = run(&with_handshake(vec![
-        req(b"\xff\xfe\x00\x01 garbage garbage".to_vec()),
-        req(b"Q\x7f\xff\xff\xffSELECT".to_vec()),
+        req(b"\xff\xfe\x00\x01 garbage garbage"),
+        req(b"Q\x7f\xff\xff\xffSELECT"),
         req(query("SELECT 42")),
         resp(
             [
@@ -245,8 +246,8 @@ fn garbage_requests_produce_nothing_and_a_later_clean_chunk_resyncs() {
 fn garbage_responses_never_invent_results() {
     let out = run(&with_handshake(vec![
         req(query("SELECT 1")),
-        resp(b"\x00\x01\x02 not postgres at all \xff".to_vec()),
-        resp(b"C\x00\x00\x00\x0dSEL".to_vec()),
+        resp(b"\x00\x01\x02 not postgres at all \xff"),
+        resp(b"C\x00\x00\x00\x0dSEL"),
     ]));
     assert_eq!(out.len(), 1);
     assert!(db(&out[0]).partial);
@@ -257,7 +258,7 @@ fn garbage_responses_never_invent_results() {
 fn implausible_lengths_lose_framing_instead_of_skipping_gigabytes() {
     let out = run(&with_handshake(vec![
         req(query("SELECT 1")),
-        resp(b"Z\x00\x00\x10\x00I".to_vec()),
+        resp(b"Z\x00\x00\x10\x00I"),
         resp([command_complete("SELECT 1"), ready()].concat()),
     ]));
     assert_eq!(out.len(), 1);
@@ -270,7 +271,7 @@ fn uncaptured_chunks_of_copy_data_are_skipped_by_count() {
     let out = run(&with_handshake(vec![
         req(query("COPY t FROM STDIN")),
         resp(msg(b'G', &[0, 0, 0])),
-        with_gap(req(data[..1000].to_vec()), data.len() - 1000),
+        with_gap(req(&data[..1000]), data.len() - 1000),
         with_gap(req(Vec::new()), data.len()),
         req([msg(b'd', b"last\n"), msg(b'c', &[])].concat()),
         resp([command_complete("COPY 3"), ready()].concat()),
@@ -323,10 +324,8 @@ fn random_input_keeps_every_bound() {
             session.feed(
                 flow,
                 Chunk {
-                    data: &data,
                     missing,
-                    first_byte_ns: now,
-                    last_byte_ns: now + 5,
+                    ..chunk(&data, now, now + 5)
                 },
                 &mut out,
             );

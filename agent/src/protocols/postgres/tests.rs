@@ -3,6 +3,10 @@
 //! `robustness_tests`.
 
 use super::*;
+use crate::protocols::replay;
+use crate::protocols::replay::assert_splits_decode_the_same;
+use crate::protocols::replay::chunk;
+pub(super) use crate::protocols::replay::{Step, db, req, resp, step_times, with_gap};
 
 // ---- message builders ----
 
@@ -201,69 +205,14 @@ pub(super) fn handshake() -> Vec<Step> {
 
 // ---- running ----
 
-/// One syscall's worth of bytes in a test conversation.
-#[derive(Clone, Debug)]
-pub(super) struct Step {
-    pub flow: Flow,
-    pub data: Vec<u8>,
-    pub missing: usize,
-}
-
-pub(super) fn req(data: Vec<u8>) -> Step {
-    Step {
-        flow: Flow::Request,
-        data,
-        missing: 0,
-    }
-}
-
-pub(super) fn resp(data: Vec<u8>) -> Step {
-    Step {
-        flow: Flow::Response,
-        data,
-        missing: 0,
-    }
-}
-
-pub(super) fn with_gap(mut step: Step, missing: usize) -> Step {
-    step.missing = missing;
-    step
-}
-
-/// Step `k` happens in [1000(k+1), 1000(k+1) + 500]; the connection closes after the last.
-pub(super) fn step_times(k: usize) -> (u64, u64) {
-    let base = 1000 * (k as u64 + 1);
-    (base, base + 500)
-}
-
 pub(super) fn run(steps: &[Step]) -> Vec<Exchange> {
-    let mut session = Postgres.new_session();
-    let mut out = Vec::new();
-    for (k, step) in steps.iter().enumerate() {
-        let (first_byte_ns, last_byte_ns) = step_times(k);
-        let chunk = Chunk {
-            data: &step.data,
-            missing: step.missing,
-            first_byte_ns,
-            last_byte_ns,
-        };
-        session.feed(step.flow, chunk, &mut out);
-    }
-    session.close(step_times(steps.len()).0, &mut out);
-    out
+    replay::run(&Postgres, steps)
 }
 
 pub(super) fn with_handshake(steps: Vec<Step>) -> Vec<Step> {
     let mut all = handshake();
     all.extend(steps);
     all
-}
-
-pub(super) fn db(exchange: &Exchange) -> &DbExchange {
-    let ExchangeDetail::Db(db) = &exchange.detail else {
-        panic!("not a database exchange")
-    };
-    db
 }
 
 /// (operation, collection, query text) of each exchange.
@@ -346,7 +295,7 @@ fn namespace_defaults_to_the_user() {
 fn refused_ssl_request_is_followed_by_a_normal_startup() {
     let out = run(&[
         req(ssl_request()),
-        resp(b"N".to_vec()),
+        resp(b"N"),
         req(startup(&[("user", "app"), ("database", "shop")])),
         resp([auth_ok(), ready()].concat()),
         req(query("BEGIN")),
@@ -363,8 +312,8 @@ fn accepted_ssl_or_gss_encryption_silences_the_session() {
         let out = run(&[
             req(untyped(code, &[])),
             resp(vec![answer]),
-            req(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 random tls bytes".to_vec()),
-            resp(b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03 more".to_vec()),
+            req(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 random tls bytes"),
+            resp(b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03 more"),
             req(query("SELECT 1")),
             resp([command_complete("SELECT 1"), ready()].concat()),
         ]);
@@ -376,9 +325,9 @@ fn accepted_ssl_or_gss_encryption_silences_the_session() {
 fn refused_gss_encryption_then_startup() {
     let out = run(&[
         req(untyped(GSSENC_REQUEST, &[])),
-        resp(b"N".to_vec()),
+        resp(b"N"),
         req(ssl_request()),
-        resp(b"N".to_vec()),
+        resp(b"N"),
         req(startup(&[("user", "u"), ("database", "d")])),
         resp([auth_ok(), ready()].concat()),
         req(query("SHOW TimeZone")),
@@ -943,13 +892,7 @@ fn statement_map_is_bounded_and_keeps_the_newest() {
         batch.extend(parse(&format!("s{i}"), &format!("SELECT {i}")));
     }
     batch.extend(sync());
-    let chunk = Chunk {
-        data: &batch,
-        missing: 0,
-        first_byte_ns: 1,
-        last_byte_ns: 2,
-    };
-    session.feed(Flow::Request, chunk, &mut out);
+    session.feed(Flow::Request, chunk(&batch, 1, 2), &mut out);
     assert!(session.statements.len() <= MAX_STATEMENTS);
     assert!(session.statements.contains_key(&b"s1099"[..]));
     assert!(!session.statements.contains_key(&b"s0"[..]));
@@ -965,13 +908,11 @@ fn queue_is_bounded_when_responses_are_not_seen() {
     let mut out = Vec::new();
     for (k, step) in steps.iter().enumerate() {
         let (first_byte_ns, last_byte_ns) = step_times(k);
-        let chunk = Chunk {
-            data: &step.data,
-            missing: 0,
-            first_byte_ns,
-            last_byte_ns,
-        };
-        session.feed(step.flow, chunk, &mut out);
+        session.feed(
+            step.flow,
+            chunk(&step.data, first_byte_ns, last_byte_ns),
+            &mut out,
+        );
         assert!(session.queued_ops <= MAX_QUEUED_OPS);
         assert!(session.queue.len() <= MAX_QUEUED_ENTRIES + 1);
     }
@@ -1003,13 +944,7 @@ fn long_query_text_is_bounded_and_big_messages_are_not_buffered() {
     // The reader kept at most its small limits.
     let mut session = PostgresSession::new();
     let data = [query(&long), data_row(&"y".repeat(100_000))].concat();
-    let chunk = Chunk {
-        data: &data,
-        missing: 0,
-        first_byte_ns: 1,
-        last_byte_ns: 2,
-    };
-    session.feed(Flow::Request, chunk, &mut Vec::new());
+    session.feed(Flow::Request, chunk(&data, 1, 2), &mut Vec::new());
     assert!(session.requests.take_body().capacity() <= 2 * (MAX_QUERY_TEXT + 1));
 }
 
@@ -1033,7 +968,7 @@ fn close_reports_what_is_pending() {
 fn short_session() -> Vec<Step> {
     vec![
         req(ssl_request()),
-        resp(b"N".to_vec()),
+        resp(b"N"),
         req(startup(&[("user", "app"), ("database", "shop")])),
         resp(
             [
@@ -1092,36 +1027,8 @@ fn short_session() -> Vec<Step> {
 
 #[test]
 fn split_at_every_byte_decodes_the_same() {
-    let steps = short_session();
-    let whole = run(&steps);
+    let whole = assert_splits_decode_the_same(&short_session(), run);
     assert_eq!(whole.len(), 5, "{whole:#?}");
-    let details = |out: &[Exchange]| out.iter().map(|e| e.detail.clone()).collect::<Vec<_>>();
-    let expected = details(&whole);
-    // Every step cut into single bytes.
-    let bytewise: Vec<Step> = steps
-        .iter()
-        .flat_map(|s| {
-            s.data.iter().map(|&b| Step {
-                flow: s.flow,
-                data: vec![b],
-                missing: 0,
-            })
-        })
-        .collect();
-    assert_eq!(details(&run(&bytewise)), expected);
-    // Every step cut in two at every position.
-    for (i, step) in steps.iter().enumerate() {
-        for cut in 1..step.data.len() {
-            let mut split = steps.clone();
-            let tail = Step {
-                data: step.data[cut..].to_vec(),
-                ..step.clone()
-            };
-            split[i].data.truncate(cut);
-            split.insert(i + 1, tail);
-            assert_eq!(details(&run(&split)), expected, "step {i} cut at {cut}");
-        }
-    }
 }
 
 // ---- detection ----

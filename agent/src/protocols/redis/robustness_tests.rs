@@ -2,6 +2,7 @@
 
 use super::tests::*;
 use super::*;
+use crate::protocols::replay::chunk;
 
 #[test]
 fn big_values_in_uncaptured_bytes_are_skipped_by_length() {
@@ -11,10 +12,10 @@ fn big_values_in_uncaptured_bytes_are_skipped_by_length() {
     let out = run(&[
         with_gap(req(&set[..2048]), set.len() - 2048),
         resp(b"+OK\r\n"),
-        req(&cmd(&["GET", "big"])),
+        req(cmd(&["GET", "big"])),
         with_gap(resp(&reply[..2048]), 50_000),
-        with_gap(resp(&[]), reply.len() - 2048 - 50_000),
-        req(&cmd(&["DEL", "big"])),
+        with_gap(resp([]), reply.len() - 2048 - 50_000),
+        req(cmd(&["DEL", "big"])),
         resp(b":1\r\n"),
     ]);
     let ops: Vec<_> = out
@@ -34,12 +35,12 @@ fn lost_reply_framing_ends_at_the_next_command_and_resyncs() {
         big.extend_from_slice(format!("$6\r\nitem{i:02}\r\n").as_bytes());
     }
     let out = run(&[
-        req(&cmd(&["LRANGE", "l", "0", "-1"])),
+        req(cmd(&["LRANGE", "l", "0", "-1"])),
         with_gap(resp(&big[..500]), 5000),
         resp(&big[5500..6000]),
-        req(&cmd(&["LLEN", "l"])),
+        req(cmd(&["LLEN", "l"])),
         resp(b":1000\r\n"),
-        req(&cmd(&["PING"])),
+        req(cmd(&["PING"])),
         resp(b"+PONG\r\n"),
     ]);
     let ops: Vec<_> = out
@@ -65,7 +66,7 @@ fn lost_command_framing_reports_what_was_read_and_resyncs() {
         resp(b":500\r\n"),
         // Not a command start: ignored.
         req(b"$5\r\nitem9\r\n"),
-        req(&cmd(&["LLEN", "l"])),
+        req(cmd(&["LLEN", "l"])),
         resp(b":500\r\n"),
     ]);
     let ops: Vec<_> = out
@@ -88,9 +89,9 @@ fn lost_command_framing_reports_what_was_read_and_resyncs() {
 #[test]
 fn garbage_replies_lose_framing_without_junk() {
     let out = run(&[
-        req(&cmd(&["GET", "a"])),
+        req(cmd(&["GET", "a"])),
         resp(b"\x00\x01garbage\r\n"),
-        req(&cmd(&["GET", "b"])),
+        req(cmd(&["GET", "b"])),
         resp(b"$1\r\nb\r\n"),
     ]);
     let ops: Vec<_> = out
@@ -129,7 +130,7 @@ fn bad_crlf_after_a_value_loses_framing() {
     let out = run(&[
         req(b"*2\r\n$3\r\nGET\r\n$1\r\nkXX*1\r\n$4\r\nPING\r\n"),
         resp(b"+PONG\r\n"),
-        req(&cmd(&["PING"])),
+        req(cmd(&["PING"])),
         resp(b"+PONG\r\n"),
     ]);
     // The broken GET is reported partial (its name was read); the PING after the broken
@@ -152,13 +153,7 @@ fn deep_nesting_is_bounded() {
     let mut session = RedisSession::new();
     let mut out = Vec::new();
     for (flow, data) in [(Flow::Request, cmd(&["X"])), (Flow::Response, deep)] {
-        let chunk = Chunk {
-            data: &data,
-            missing: 0,
-            first_byte_ns: 1,
-            last_byte_ns: 2,
-        };
-        session.feed(flow, chunk, &mut out);
+        session.feed(flow, chunk(&data, 1, 2), &mut out);
     }
     assert!(session.responses.is_lost());
     session.close(3, &mut out);
@@ -171,13 +166,7 @@ fn pending_commands_are_bounded_and_pairing_survives() {
     let mut session = RedisSession::new();
     let mut out = Vec::new();
     let feed = |session: &mut RedisSession, flow, data: &[u8], out: &mut Vec<Exchange>| {
-        let chunk = Chunk {
-            data,
-            missing: 0,
-            first_byte_ns: 1,
-            last_byte_ns: 2,
-        };
-        session.feed(flow, chunk, out);
+        session.feed(flow, chunk(data, 1, 2), out);
     };
     let total = MAX_PENDING + 44;
     for i in 0..total {
@@ -212,7 +201,7 @@ fn pending_commands_are_bounded_and_pairing_survives() {
 fn reply_without_a_command_is_dropped() {
     let out = run(&[
         resp(b"+OK\r\n"),
-        req(&cmd(&["GET", "a"])),
+        req(cmd(&["GET", "a"])),
         resp(b"$1\r\na\r\n"),
     ]);
     assert_eq!(out.len(), 1);
@@ -222,7 +211,7 @@ fn reply_without_a_command_is_dropped() {
 #[test]
 fn close_during_a_reply_emits_it_partial() {
     let out = run(&[
-        req(&cmd(&["LRANGE", "l", "0", "-1"])),
+        req(cmd(&["LRANGE", "l", "0", "-1"])),
         resp(b"*3\r\n$1\r\na\r\n"),
     ]);
     assert_eq!(out.len(), 1);
@@ -236,7 +225,7 @@ fn oversized_lines_are_bounded() {
     let long_error = format!("-ERR {}\r\n", "e".repeat(100_000));
     let long_inline = format!("PING {}\r\n", "p".repeat(60_000));
     let out = run(&[
-        req(&cmd(&["EVAL", "x", "0"])),
+        req(cmd(&["EVAL", "x", "0"])),
         resp(long_error.as_bytes()),
         req(long_inline.as_bytes()),
         resp(b"$1\r\np\r\n"),

@@ -2,58 +2,12 @@
 //! reply modes, splits at every byte. Helpers here are shared with `robustness_tests`.
 
 use super::*;
+use crate::protocols::replay;
+use crate::protocols::replay::assert_splits_decode_the_same;
+pub(super) use crate::protocols::replay::{Step, db, req, resp, with_gap};
 
-#[derive(Clone)]
-pub(super) struct Step {
-    pub flow: Flow,
-    pub data: Vec<u8>,
-    pub missing: usize,
-}
-
-pub(super) fn req(data: &[u8]) -> Step {
-    Step {
-        flow: Flow::Request,
-        data: data.to_vec(),
-        missing: 0,
-    }
-}
-
-pub(super) fn resp(data: &[u8]) -> Step {
-    Step {
-        flow: Flow::Response,
-        data: data.to_vec(),
-        missing: 0,
-    }
-}
-
-pub(super) fn with_gap(mut step: Step, missing: usize) -> Step {
-    step.missing = missing;
-    step
-}
-
-/// Step `k` happens in [1000(k+1), 1000(k+1) + 500]; the connection closes after the last.
 pub(super) fn run(steps: &[Step]) -> Vec<Exchange> {
-    let mut session = Redis.new_session();
-    let mut out = Vec::new();
-    for (k, step) in steps.iter().enumerate() {
-        let base = 1000 * (k as u64 + 1);
-        let chunk = Chunk {
-            data: &step.data,
-            missing: step.missing,
-            first_byte_ns: base,
-            last_byte_ns: base + 500,
-        };
-        session.feed(step.flow, chunk, &mut out);
-    }
-    session.close(1000 * (steps.len() as u64 + 1), &mut out);
-    out
-}
-
-pub(super) fn db(exchange: &Exchange) -> &DbExchange {
-    match &exchange.detail {
-        ExchangeDetail::Db(db) => db,
-        other => panic!("not a database exchange: {other:?}"),
-    }
+    replay::run(&Redis, steps)
 }
 
 /// The RESP array form of a command.
@@ -134,15 +88,15 @@ fn rejects_other_protocols() {
 #[test]
 fn simple_commands_and_replies() {
     let out = run(&[
-        req(&cmd(&["SET", "user:1", "ann"])),
+        req(cmd(&["SET", "user:1", "ann"])),
         resp(b"+OK\r\n"),
-        req(&cmd(&["get", "user:1"])),
+        req(cmd(&["get", "user:1"])),
         resp(b"$3\r\nann\r\n"),
-        req(&cmd(&["GET", "nope"])),
+        req(cmd(&["GET", "nope"])),
         resp(b"$-1\r\n"),
-        req(&cmd(&["INCR", "n"])),
+        req(cmd(&["INCR", "n"])),
         resp(b":1\r\n"),
-        req(&cmd(&["LRANGE", "l", "0", "-1"])),
+        req(cmd(&["LRANGE", "l", "0", "-1"])),
         resp(b"*2\r\n$1\r\na\r\n*-1\r\n"),
     ]);
     assert_eq!(
@@ -170,13 +124,13 @@ fn simple_commands_and_replies() {
 #[test]
 fn errors_split_into_code_and_message() {
     let out = run(&[
-        req(&cmd(&["INCR", "list"])),
+        req(cmd(&["INCR", "list"])),
         resp(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"),
-        req(&cmd(&["FOO"])),
+        req(cmd(&["FOO"])),
         resp(b"-ERR unknown command 'FOO'\r\n"),
-        req(&cmd(&["GET", "k"])),
+        req(cmd(&["GET", "k"])),
         resp(b"-NOAUTH\r\n"),
-        req(&cmd(&["FCALL", "f", "0"])),
+        req(cmd(&["FCALL", "f", "0"])),
         resp(b"!21\r\nSYNTAX invalid syntax\r\n"),
     ]);
     let got: Vec<_> = out
@@ -228,7 +182,7 @@ fn multi_exec_is_one_exchange_per_command() {
     let out = run(&[
         req(&batch),
         resp(b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n:1\r\n+OK\r\n"),
-        req(&cmd(&["PING"])),
+        req(cmd(&["PING"])),
         resp(b"+PONG\r\n"),
     ]);
     let ops: Vec<_> = out
@@ -243,17 +197,17 @@ fn multi_exec_is_one_exchange_per_command() {
 #[test]
 fn select_sets_the_namespace_when_it_succeeds() {
     let out = run(&[
-        req(&cmd(&["SELECT", "2"])),
+        req(cmd(&["SELECT", "2"])),
         resp(b"+OK\r\n"),
-        req(&cmd(&["GET", "a"])),
+        req(cmd(&["GET", "a"])),
         resp(b"$-1\r\n"),
-        req(&cmd(&["SELECT", "99"])),
+        req(cmd(&["SELECT", "99"])),
         resp(b"-ERR DB index is out of range\r\n"),
-        req(&cmd(&["GET", "b"])),
+        req(cmd(&["GET", "b"])),
         resp(b"$-1\r\n"),
-        req(&cmd(&["RESET"])),
+        req(cmd(&["RESET"])),
         resp(b"+RESET\r\n"),
-        req(&cmd(&["GET", "c"])),
+        req(cmd(&["GET", "c"])),
         resp(b"$-1\r\n"),
     ]);
     let ns: Vec<_> = out
@@ -266,29 +220,29 @@ fn select_sets_the_namespace_when_it_succeeds() {
 #[test]
 fn resp3_types_and_attributes() {
     let out = run(&[
-        req(&cmd(&["HELLO", "3"])),
+        req(cmd(&["HELLO", "3"])),
         resp(b"%2\r\n$6\r\nserver\r\n$5\r\nredis\r\n$5\r\nproto\r\n:3\r\n"),
-        req(&cmd(&["A"])),
+        req(cmd(&["A"])),
         resp(b"_\r\n"),
-        req(&cmd(&["B"])),
+        req(cmd(&["B"])),
         resp(b"#t\r\n"),
-        req(&cmd(&["C"])),
+        req(cmd(&["C"])),
         resp(b",3.14\r\n"),
-        req(&cmd(&["D"])),
+        req(cmd(&["D"])),
         resp(b"(12345678901234567890123\r\n"),
-        req(&cmd(&["E"])),
+        req(cmd(&["E"])),
         resp(b"=15\r\ntxt:Some string\r\n"),
-        req(&cmd(&["F"])),
+        req(cmd(&["F"])),
         resp(b"~2\r\n:1\r\n%1\r\n+k\r\n*0\r\n"),
-        req(&cmd(&["G"])),
+        req(cmd(&["G"])),
         resp(b"|1\r\n+ttl\r\n:3600\r\n$5\r\nvalue\r\n"),
-        req(&cmd(&["H"])),
+        req(cmd(&["H"])),
         resp(b"*2\r\n|1\r\n+a\r\n+b\r\n:1\r\n:2\r\n"),
-        req(&cmd(&["I"])),
+        req(cmd(&["I"])),
         resp(b"$?\r\n;4\r\nHell\r\n;1\r\no\r\n;0\r\n"),
-        req(&cmd(&["J"])),
+        req(cmd(&["J"])),
         resp(b"*?\r\n:1\r\n*?\r\n.\r\n$1\r\nx\r\n.\r\n"),
-        req(&cmd(&["K"])),
+        req(cmd(&["K"])),
         resp(b"%?\r\n+a\r\n:1\r\n.\r\n"),
     ]);
     let ops: Vec<_> = out
@@ -311,14 +265,14 @@ fn resp3_types_and_attributes() {
 #[test]
 fn pushes_are_not_replies() {
     let out = run(&[
-        req(&cmd(&["HELLO", "3"])),
+        req(cmd(&["HELLO", "3"])),
         resp(b"%1\r\n$5\r\nproto\r\n:3\r\n"),
-        req(&cmd(&["CLIENT", "TRACKING", "on"])),
+        req(cmd(&["CLIENT", "TRACKING", "on"])),
         resp(b"+OK\r\n"),
-        req(&cmd(&["GET", "k"])),
+        req(cmd(&["GET", "k"])),
         // An invalidation before the reply, and one after it.
         resp(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n$1\r\n1\r\n>2\r\n$10\r\ninvalidate\r\n_\r\n"),
-        req(&cmd(&["GET", "j"])),
+        req(cmd(&["GET", "j"])),
         resp(b"$1\r\n2\r\n"),
     ]);
     assert_eq!(out.len(), 4);
@@ -330,23 +284,23 @@ fn pushes_are_not_replies() {
 #[test]
 fn resp2_subscribe_mode() {
     let out = run(&[
-        req(&cmd(&["SUBSCRIBE", "a", "b"])),
+        req(cmd(&["SUBSCRIBE", "a", "b"])),
         resp(b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n"),
         resp(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n"),
         resp(b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$5\r\nhello\r\n"),
-        req(&cmd(&["PSUBSCRIBE", "n*"])),
+        req(cmd(&["PSUBSCRIBE", "n*"])),
         resp(b"*3\r\n$7\r\nmessage\r\n$1\r\nb\r\n$2\r\nhi\r\n"),
         resp(b"*3\r\n$10\r\npsubscribe\r\n$2\r\nn*\r\n:3\r\n"),
         resp(b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n$2\r\nnn\r\n$1\r\nx\r\n"),
-        req(&cmd(&["PING"])),
+        req(cmd(&["PING"])),
         resp(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"),
-        req(&cmd(&["UNSUBSCRIBE"])),
+        req(cmd(&["UNSUBSCRIBE"])),
         resp(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:2\r\n"),
         resp(b"*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:1\r\n"),
-        req(&cmd(&["PUNSUBSCRIBE"])),
+        req(cmd(&["PUNSUBSCRIBE"])),
         resp(b"*3\r\n$12\r\npunsubscribe\r\n$2\r\nn*\r\n:0\r\n"),
         // Out of subscribed mode: an array starting with "message" is a reply again.
-        req(&cmd(&["LRANGE", "l", "0", "-1"])),
+        req(cmd(&["LRANGE", "l", "0", "-1"])),
         resp(b"*2\r\n$7\r\nmessage\r\n$1\r\nx\r\n"),
     ]);
     let got: Vec<_> = out
@@ -375,13 +329,13 @@ fn resp2_subscribe_mode() {
 #[test]
 fn resp3_subscribe_confirmations_are_pushes() {
     let out = run(&[
-        req(&cmd(&["HELLO", "3"])),
+        req(cmd(&["HELLO", "3"])),
         resp(b"%1\r\n$5\r\nproto\r\n:3\r\n"),
-        req(&cmd(&["SSUBSCRIBE", "s"])),
+        req(cmd(&["SSUBSCRIBE", "s"])),
         resp(b">3\r\n$10\r\nssubscribe\r\n$1\r\ns\r\n:1\r\n"),
-        req(&cmd(&["GET", "k"])),
+        req(cmd(&["GET", "k"])),
         resp(b">3\r\n$8\r\nsmessage\r\n$1\r\ns\r\n$1\r\nm\r\n$1\r\nv\r\n"),
-        req(&cmd(&["SUNSUBSCRIBE", "s"])),
+        req(cmd(&["SUNSUBSCRIBE", "s"])),
         resp(b">3\r\n$12\r\nsunsubscribe\r\n$1\r\ns\r\n:0\r\n"),
     ]);
     let got: Vec<_> = out
@@ -402,13 +356,13 @@ fn resp3_subscribe_confirmations_are_pushes() {
 #[test]
 fn client_reply_off_and_skip() {
     let out = run(&[
-        req(&cmd(&["CLIENT", "REPLY", "OFF"])),
-        req(&cmd(&["SET", "a", "1"])),
-        req(&cmd(&["CLIENT", "REPLY", "ON"])),
+        req(cmd(&["CLIENT", "REPLY", "OFF"])),
+        req(cmd(&["SET", "a", "1"])),
+        req(cmd(&["CLIENT", "REPLY", "ON"])),
         resp(b"+OK\r\n"),
-        req(&cmd(&["CLIENT", "REPLY", "SKIP"])),
-        req(&cmd(&["SET", "b", "2"])),
-        req(&cmd(&["GET", "b"])),
+        req(cmd(&["CLIENT", "REPLY", "SKIP"])),
+        req(cmd(&["SET", "b", "2"])),
+        req(cmd(&["GET", "b"])),
         resp(b"$1\r\n2\r\n"),
     ]);
     let got: Vec<_> = out
@@ -431,10 +385,10 @@ fn client_reply_off_and_skip() {
 #[test]
 fn monitor_takes_the_connection_over() {
     let out = run(&[
-        req(&cmd(&["MONITOR"])),
+        req(cmd(&["MONITOR"])),
         resp(b"+OK\r\n"),
         resp(b"+1700000000.000000 [0 127.0.0.1:5000] \"GET\" \"k\"\r\n"),
-        req(&cmd(&["QUIT"])),
+        req(cmd(&["QUIT"])),
         resp(b"+OK\r\n"),
     ]);
     assert_eq!(out.len(), 1);
@@ -478,7 +432,7 @@ fn query_text_is_bounded_and_lossy() {
     let at = binary.len() - 4;
     binary[at] = 0xff;
     let out = run(&[
-        req(&cmd(&args)),
+        req(cmd(&args)),
         resp(b"+OK\r\n"),
         req(&binary),
         resp(b"+OK\r\n"),
@@ -496,55 +450,25 @@ fn mixed_conversation() -> Vec<Step> {
     batch.extend(cmd(&["GET", "a"]));
     batch.extend(b"PING\r\n");
     vec![
-        req(&cmd(&["HELLO", "3"])),
+        req(cmd(&["HELLO", "3"])),
         resp(b"%1\r\n$5\r\nproto\r\n:3\r\n"),
         req(&batch),
         resp(b"+OK\r\n|1\r\n+x\r\n:1\r\n$1\r\n1\r\n+PONG\r\n"),
-        req(&cmd(&["SELECT", "3"])),
+        req(cmd(&["SELECT", "3"])),
         resp(b"+OK\r\n"),
-        req(&cmd(&["SUBSCRIBE", "c"])),
+        req(cmd(&["SUBSCRIBE", "c"])),
         resp(b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n>3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"),
-        req(&cmd(&["XRANGE", "s", "-", "+"])),
+        req(cmd(&["XRANGE", "s", "-", "+"])),
         resp(b"*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n"),
-        req(&cmd(&["GET", "big"])),
+        req(cmd(&["GET", "big"])),
         resp(b"$?\r\n;3\r\nabc\r\n;0\r\n"),
-        req(&cmd(&["INCR", "a"])),
+        req(cmd(&["INCR", "a"])),
         resp(b"!10\r\nERR boom!!\r\n"),
     ]
 }
 
 #[test]
 fn splits_at_every_byte_decode_the_same() {
-    let steps = mixed_conversation();
-    let whole: Vec<_> = run(&steps).into_iter().map(|e| e.detail).collect();
+    let whole = assert_splits_decode_the_same(&mixed_conversation(), run);
     assert_eq!(whole.len(), 9);
-    let mut bytewise = Vec::new();
-    for step in &steps {
-        for &b in &step.data {
-            bytewise.push(Step {
-                flow: step.flow,
-                data: vec![b],
-                missing: 0,
-            });
-        }
-    }
-    let split: Vec<_> = run(&bytewise).into_iter().map(|e| e.detail).collect();
-    assert_eq!(whole, split);
-    for (k, step) in steps.iter().enumerate() {
-        for cut in 1..step.data.len() {
-            let mut variant = steps.clone();
-            let (a, b) = step.data.split_at(cut);
-            variant[k].data = a.to_vec();
-            variant.insert(
-                k + 1,
-                Step {
-                    flow: step.flow,
-                    data: b.to_vec(),
-                    missing: 0,
-                },
-            );
-            let got: Vec<_> = run(&variant).into_iter().map(|e| e.detail).collect();
-            assert_eq!(whole, got, "step {k} cut at {cut}");
-        }
-    }
 }
