@@ -4,7 +4,9 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use common::{Agent, Program, curl, free_port, require_capture, serial, wait_for_port, workload};
+use common::{
+    Agent, Program, curl, free_port, require_capture, serial, servers, wait_for_port, workload,
+};
 use periscope_tests::{OtlpReceiver, ReceivedSpan, Transport};
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -176,26 +178,12 @@ fn nginx_static_files_and_errors() {
     require_capture!();
     let _serial = serial();
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
-    let port = free_port();
-    let dir = tempdir("nginx");
-    std::fs::write(dir.join("index.html"), "<h1>hello</h1>\n").unwrap();
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off; master_process on; worker_processes 1; pid {d}/nginx.pid;\n\
-             error_log {d}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
-               fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-               server {{ listen 127.0.0.1:{port}; root {d};\n\
-                 location = /health {{ return 200 \"ok\\n\"; }}\n\
-                 location = /broken {{ return 502; }} }} }}\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    let nginx = which_nginx();
+    let site = servers::NginxSite::prepare(
+        "nginx",
+        servers::Listen::Http,
+        "location = /health { return 200 \"ok\\n\"; } location = /broken { return 502; }",
+    );
+    let port = site.port;
     let agent = Agent::start(
         &[
             "--exe",
@@ -208,8 +196,7 @@ fn nginx_static_files_and_errors() {
         &[],
     );
     // Started after the agent: picked up at exec.
-    let _server = Program::spawn(Command::new(&nginx).args(["-c", conf.to_str().unwrap()]));
-    wait_for_port(port);
+    let _server = site.start();
     let base = format!("http://127.0.0.1:{port}");
     curl(&[
         "-o",
@@ -393,20 +380,4 @@ fn terminal_tree_without_backend() {
         .find(|l| l.contains("GET /slow"))
         .unwrap_or_else(|| panic!("no GET /slow line in:\n{stdout}"));
     assert!(line.contains("shop") && line.contains("ms"), "{line}");
-}
-
-fn which_nginx() -> String {
-    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if std::path::Path::new(candidate).exists() {
-            return candidate.to_owned();
-        }
-    }
-    panic!("nginx is not installed: run `cargo xtask setup`");
-}
-
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("periscope-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

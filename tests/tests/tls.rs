@@ -5,7 +5,9 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use common::{Agent, Program, curl, free_port, require_capture, serial, wait_for_port, workload};
+use common::{
+    Agent, Program, curl, free_port, require_capture, serial, servers, wait_for_port, workload,
+};
 use periscope_tests::{OtlpReceiver, ReceivedSpan, Transport};
 
 fn named<'a>(
@@ -144,48 +146,14 @@ fn nginx_tls(http2: bool) {
     require_capture!();
     let _serial = serial();
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("periscope-nginx-tls-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .output()
-        .unwrap()
-        .status;
-    assert!(status.success());
-    std::fs::write(dir.join("index.html"), "<h1>secure</h1>\n").unwrap();
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off; master_process on; worker_processes 1; pid {d}/nginx.pid;\n\
-             error_log {d}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
-               fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-               server {{ listen 127.0.0.1:{port} ssl{h2}; root {d};\n\
-                 ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;\n\
-                 location = /teapot {{ return 418; }} }} }}\n",
-            d = dir.display(),
-            h2 = if http2 { " http2" } else { "" },
-        ),
-    )
-    .unwrap();
+    let listen = if http2 {
+        servers::Listen::Http2OverTls
+    } else {
+        servers::Listen::Https
+    };
+    let site =
+        servers::NginxSite::prepare("nginx-tls", listen, "location = /teapot { return 418; }");
+    let port = site.port;
     let agent = Agent::start(
         &[
             "--exe",
@@ -197,13 +165,7 @@ fn nginx_tls(http2: bool) {
         ],
         &[],
     );
-    let nginx = if std::path::Path::new("/usr/sbin/nginx").exists() {
-        "/usr/sbin/nginx"
-    } else {
-        "nginx"
-    };
-    let _server = Program::spawn(Command::new(nginx).args(["-c", conf.to_str().unwrap()]));
-    wait_for_port(port);
+    let _server = site.start();
     let base = format!("https://127.0.0.1:{port}");
     curl(&[
         "-k",

@@ -109,16 +109,7 @@ pub fn http_span(
             }
         }
     }
-    if let Some(r) = remote {
-        attrs.push(("network.peer.address", AttrValue::Str(r.to_string())));
-        attrs.push((
-            "network.peer.port",
-            AttrValue::Int(tuple.remote_port as i64),
-        ));
-    }
-    if let Some(ua) = &ex.user_agent {
-        attrs.push(("user_agent.original", AttrValue::from(ua.as_str())));
-    }
+    push_peer_and_agent(&mut attrs, remote, tuple.remote_port, ex);
 
     let status = match ex.status {
         Some(code) if code >= 500 || (code >= 400 && kind == SpanKind::Client) => {
@@ -212,16 +203,7 @@ fn grpc_span(ex: &HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
             }
         }
     }
-    if let Some(r) = remote {
-        attrs.push(("network.peer.address", AttrValue::Str(r.to_string())));
-        attrs.push((
-            "network.peer.port",
-            AttrValue::Int(tuple.remote_port as i64),
-        ));
-    }
-    if let Some(ua) = &ex.user_agent {
-        attrs.push(("user_agent.original", AttrValue::from(ua.as_str())));
-    }
+    push_peer_and_agent(&mut attrs, remote, tuple.remote_port, ex);
     let code_name = ex.grpc_status.map(|c| {
         GRPC_CODES
             .get(c as usize)
@@ -260,6 +242,22 @@ fn grpc_span(ex: &HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
         kind,
         attributes: attrs,
         status,
+    }
+}
+
+/// `network.peer.*` (the other end of the connection) and `user_agent.original`.
+fn push_peer_and_agent(
+    attrs: &mut Vec<(&'static str, AttrValue)>,
+    remote: Option<IpAddr>,
+    remote_port: u16,
+    ex: &HttpExchange,
+) {
+    if let Some(r) = remote {
+        attrs.push(("network.peer.address", AttrValue::Str(r.to_string())));
+        attrs.push(("network.peer.port", AttrValue::Int(remote_port as i64)));
+    }
+    if let Some(ua) = &ex.user_agent {
+        attrs.push(("user_agent.original", AttrValue::from(ua.as_str())));
     }
 }
 

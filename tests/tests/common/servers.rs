@@ -166,3 +166,85 @@ pub fn redis() -> Server {
         dir,
     }
 }
+
+/// How an nginx site listens.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Http,
+    Https,
+    /// HTTPS with HTTP/2 offered by ALPN.
+    Http2OverTls,
+}
+
+/// A prepared nginx site (config, files, certificate). Started separately, so that a test can
+/// start the agent first and see nginx picked up at exec.
+pub struct NginxSite {
+    pub port: u16,
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl NginxSite {
+    /// `locations`: extra `location … { … }` blocks; `/index.html` is served from the root.
+    pub fn prepare(tag: &str, listen: Listen, locations: &str) -> NginxSite {
+        let dir = private_dir(tag, (0, 0));
+        std::fs::write(dir.join("index.html"), "<h1>hello</h1>\n").unwrap();
+        let tls = if listen == Listen::Http {
+            String::new()
+        } else {
+            run_ok(
+                Command::new("openssl")
+                    .args([
+                        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    ])
+                    .args(["-subj", "/CN=localhost", "-keyout"])
+                    .arg(dir.join("key.pem"))
+                    .arg("-out")
+                    .arg(dir.join("cert.pem")),
+            );
+            format!(
+                "ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;",
+                d = dir.display()
+            )
+        };
+        let suffix = match listen {
+            Listen::Http => "",
+            Listen::Https => " ssl",
+            Listen::Http2OverTls => " ssl http2",
+        };
+        let port = free_port();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off; master_process on; worker_processes 1; pid {d}/nginx.pid;\n\
+                 error_log {d}/error.log;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+                   fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+                   server {{ listen 127.0.0.1:{port}{suffix}; root {d}; {tls}\n\
+                     {locations} }} }}\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        NginxSite { port, dir, conf }
+    }
+
+    /// Start nginx (master and one worker) on this site and wait for its port.
+    pub fn start(&self) -> Program {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nginx is not installed: run `cargo xtask setup`");
+        let program = Program::spawn(Command::new(nginx).arg("-c").arg(&self.conf));
+        wait_for_port(self.port);
+        program
+    }
+}
+
+impl Drop for NginxSite {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
