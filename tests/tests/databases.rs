@@ -6,9 +6,7 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use common::{
-    Agent, Program, curl, free_port, require_capture, serial, servers, wait_for_port, workload,
-};
+use common::{Agent, curl, python_service, require_capture, serial, servers};
 use periscope_tests::{OtlpReceiver, ReceivedSpan, Transport};
 
 fn db_spans<'a>(spans: &'a [ReceivedSpan], system: &str) -> Vec<&'a ReceivedSpan> {
@@ -49,14 +47,7 @@ fn traced_route(
     db_args: &[String],
 ) -> Vec<ReceivedSpan> {
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
-    let port = free_port();
-    let _app = Program::spawn(
-        Command::new("python3")
-            .arg(workload("db_app.py"))
-            .arg(port.to_string())
-            .args(db_args),
-    );
-    wait_for_port(port);
+    let (_app, port) = python_service("db_app.py", db_args);
     let agent = Agent::start(
         &[
             "--exe",

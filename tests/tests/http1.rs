@@ -4,9 +4,7 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use common::{
-    Agent, Program, curl, free_port, require_capture, serial, servers, wait_for_port, workload,
-};
+use common::{Agent, curl, python_service, require_capture, serial, servers, workload};
 use periscope_tests::{OtlpReceiver, ReceivedSpan, Transport};
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -38,13 +36,7 @@ fn one<'a>(spans: &'a [ReceivedSpan], kind: &str, name: &str) -> &'a ReceivedSpa
 fn python_service_and_curl(transport: Transport) {
     let _serial = serial();
     let receiver = OtlpReceiver::start(transport).expect("receiver");
-    let port = free_port();
-    let _server = Program::spawn(
-        Command::new("python3")
-            .arg(workload("shop.py"))
-            .arg(port.to_string()),
-    );
-    wait_for_port(port);
+    let (_server, port) = python_service::<&str>("shop.py", &[]);
     let endpoint = receiver.endpoint();
     let agent = Agent::start(
         &["--exe", "shop.py", "--exe", "curl"],
@@ -177,46 +169,28 @@ fn python_http_server_and_curl_over_otlp_http() {
 fn nginx_static_files_and_errors() {
     require_capture!();
     let _serial = serial();
-    let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
     let site = servers::NginxSite::prepare(
         "nginx",
         servers::Listen::Http,
         "location = /health { return 200 \"ok\\n\"; } location = /broken { return 502; }",
     );
     let port = site.port;
-    let agent = Agent::start(
-        &[
-            "--exe",
-            "nginx",
-            "--otlp-endpoint",
-            &receiver.endpoint(),
-            "--otlp-protocol",
-            "grpc",
-        ],
-        &[],
+    let spans = site.traced(
+        |base| {
+            curl(&[
+                "-o",
+                "/dev/null",
+                &format!("{base}/index.html"),
+                "-o",
+                "/dev/null",
+                &format!("{base}/health"),
+            ]);
+            curl(&["-o", "/dev/null", &format!("{base}/nope.html")]);
+            curl(&["-o", "/dev/null", &format!("{base}/broken")]);
+            curl(&["-I", &format!("{base}/index.html")]);
+        },
+        5,
     );
-    // Started after the agent: picked up at exec.
-    let _server = site.start();
-    let base = format!("http://127.0.0.1:{port}");
-    curl(&[
-        "-o",
-        "/dev/null",
-        &format!("{base}/index.html"),
-        "-o",
-        "/dev/null",
-        &format!("{base}/health"),
-    ]);
-    curl(&["-o", "/dev/null", &format!("{base}/nope.html")]);
-    curl(&["-o", "/dev/null", &format!("{base}/broken")]);
-    curl(&["-I", &format!("{base}/index.html")]);
-
-    // Only this test's nginx: other nginx processes on the machine are selected too.
-    let ours = |s: &ReceivedSpan| s.int_attr("server.port") == Some(port as i64);
-    let spans = receiver.wait_for(Duration::from_secs(20), |s| {
-        s.iter().filter(|s| ours(s)).count() >= 5
-    });
-    agent.stop();
-    let spans: Vec<ReceivedSpan> = spans.into_iter().filter(|s| ours(s)).collect();
     for s in &spans {
         assert_eq!(s.service_name, "nginx");
         assert_eq!(s.kind_name(), "server");
@@ -248,13 +222,7 @@ fn export_traffic_is_never_traced() {
     require_capture!();
     let _serial = serial();
     let receiver = OtlpReceiver::start(Transport::HttpProtobuf).expect("receiver");
-    let port = free_port();
-    let _server = Program::spawn(
-        Command::new("python3")
-            .arg(workload("shop.py"))
-            .arg(port.to_string()),
-    );
-    wait_for_port(port);
+    let (_server, port) = python_service::<&str>("shop.py", &[]);
     let endpoint = receiver.endpoint();
     let agent = Agent::start(
         &[],
@@ -300,13 +268,7 @@ fn connection_opened_before_the_agent() {
     require_capture!();
     let _serial = serial();
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
-    let port = free_port();
-    let _server = Program::spawn(
-        Command::new("python3")
-            .arg(workload("shop.py"))
-            .arg(port.to_string()),
-    );
-    wait_for_port(port);
+    let (_server, port) = python_service::<&str>("shop.py", &[]);
     let mut client = Command::new("python3")
         .arg(workload("keepalive_client.py"))
         .args(["127.0.0.1", &port.to_string()])
@@ -359,13 +321,7 @@ fn connection_opened_before_the_agent() {
 fn terminal_tree_without_backend() {
     require_capture!();
     let _serial = serial();
-    let port = free_port();
-    let _server = Program::spawn(
-        Command::new("python3")
-            .arg(workload("shop.py"))
-            .arg(port.to_string()),
-    );
-    wait_for_port(port);
+    let (_server, port) = python_service::<&str>("shop.py", &[]);
     let agent = Agent::start(&["--exe", "shop.py"], &[]);
     curl(&[
         "-o",

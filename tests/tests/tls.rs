@@ -5,9 +5,7 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use common::{
-    Agent, Program, curl, free_port, require_capture, serial, servers, wait_for_port, workload,
-};
+use common::{Agent, curl, python_service, require_capture, serial, servers, workload};
 use periscope_tests::{OtlpReceiver, ReceivedSpan, Transport};
 
 fn named<'a>(
@@ -27,16 +25,9 @@ fn python_tls_server_with_curl_and_python_clients() {
     require_capture!();
     let _serial = serial();
     let receiver = OtlpReceiver::start(Transport::HttpProtobuf).expect("receiver");
-    let port = free_port();
     let certs = std::env::temp_dir().join(format!("periscope-certs-{}", std::process::id()));
     std::fs::create_dir_all(&certs).unwrap();
-    let _server = Program::spawn(
-        Command::new("python3")
-            .arg(workload("tls_shop.py"))
-            .arg(port.to_string())
-            .arg(&certs),
-    );
-    wait_for_port(port);
+    let (_server, port) = python_service("tls_shop.py", &[&certs]);
     let endpoint = receiver.endpoint();
     let agent = Agent::start(
         &[
@@ -145,7 +136,6 @@ fn nginx_http2_over_tls() {
 fn nginx_tls(http2: bool) {
     require_capture!();
     let _serial = serial();
-    let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
     let listen = if http2 {
         servers::Listen::Http2OverTls
     } else {
@@ -153,36 +143,22 @@ fn nginx_tls(http2: bool) {
     };
     let site =
         servers::NginxSite::prepare("nginx-tls", listen, "location = /teapot { return 418; }");
-    let port = site.port;
-    let agent = Agent::start(
-        &[
-            "--exe",
-            "nginx",
-            "--otlp-endpoint",
-            &receiver.endpoint(),
-            "--otlp-protocol",
-            "grpc",
-        ],
-        &[],
+    let version = if http2 { "--http2" } else { "--http1.1" };
+    let spans = site.traced(
+        |base| {
+            curl(&[
+                "-k",
+                version,
+                "-o",
+                "/dev/null",
+                &format!("{base}/index.html"),
+                "-o",
+                "/dev/null",
+                &format!("{base}/teapot"),
+            ]);
+        },
+        2,
     );
-    let _server = site.start();
-    let base = format!("https://127.0.0.1:{port}");
-    curl(&[
-        "-k",
-        "-o",
-        "/dev/null",
-        &format!("{base}/index.html"),
-        "-o",
-        "/dev/null",
-        &format!("{base}/teapot"),
-    ]);
-    // Only this test's nginx: other nginx processes on the machine are selected too.
-    let ours = |s: &ReceivedSpan| s.int_attr("server.port") == Some(port as i64);
-    let spans = receiver.wait_for(Duration::from_secs(20), |s| {
-        s.iter().filter(|s| ours(s)).count() >= 2
-    });
-    agent.stop();
-    let spans: Vec<ReceivedSpan> = spans.into_iter().filter(|s| ours(s)).collect();
     assert_eq!(spans.len(), 2, "{spans:#?}");
     let index = named(&spans, "nginx", "server", "GET /index.html");
     assert_eq!(index.len(), 1);

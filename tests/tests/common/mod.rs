@@ -228,6 +228,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Start `python3 workloads/SCRIPT PORT ARGS…` on a free loopback port and wait until it
+/// listens. Returns the running program and its port.
+pub fn python_service<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> (Program, u16) {
+    let port = free_port();
+    let program = Program::spawn(
+        Command::new("python3")
+            .arg(workload(script))
+            .arg(port.to_string())
+            .args(args),
+    );
+    wait_for_port(port);
+    (program, port)
+}
+
 pub fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

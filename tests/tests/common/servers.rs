@@ -9,7 +9,9 @@ use std::{
     time::Duration,
 };
 
-use super::{Program, free_port, wait_for_port};
+use periscope_tests::{OtlpReceiver, ReceivedSpan, Transport};
+
+use super::{Agent, Program, free_port, wait_for_port};
 
 pub struct Server {
     pub port: u16,
@@ -240,6 +242,41 @@ impl NginxSite {
         let program = Program::spawn(Command::new(nginx).arg("-c").arg(&self.conf));
         wait_for_port(self.port);
         program
+    }
+}
+
+impl NginxSite {
+    /// Start the agent (`--exe nginx`, OTLP gRPC), then nginx so it is picked up at exec, run
+    /// `requests` against the site's base URL, and return the spans of this site's port once
+    /// `expected` have arrived (other nginx processes on the machine are selected too).
+    pub fn traced(&self, requests: impl FnOnce(&str), expected: usize) -> Vec<ReceivedSpan> {
+        let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
+        let endpoint = receiver.endpoint();
+        let agent = Agent::start(
+            &[
+                "--exe",
+                "nginx",
+                "--otlp-endpoint",
+                &endpoint,
+                "--otlp-protocol",
+                "grpc",
+            ],
+            &[],
+        );
+        let _server = self.start();
+        let scheme = if self.conf_is_tls() { "https" } else { "http" };
+        requests(&format!("{scheme}://127.0.0.1:{}", self.port));
+        let port = Some(self.port as i64);
+        let ours = |s: &ReceivedSpan| s.int_attr("server.port") == port;
+        let spans = receiver.wait_for(Duration::from_secs(20), |s| {
+            s.iter().filter(|s| ours(s)).count() >= expected
+        });
+        agent.stop();
+        spans.into_iter().filter(|s| ours(s)).collect()
+    }
+
+    fn conf_is_tls(&self) -> bool {
+        self.dir.join("cert.pem").exists()
     }
 }
 
