@@ -119,7 +119,7 @@ pub fn measure(args: &BenchArgs, v: &Variant) -> Result<Value> {
                 util::target_dir().join("release/periscope")
             }
         };
-        let receiver = Receiver::start_grpc().context("starting the OTLP receiver")?;
+        let receiver = Receiver::start_grpc(false).context("starting the OTLP receiver")?;
         (Some(bin), Some(receiver))
     } else {
         (None, None)
@@ -231,7 +231,7 @@ fn traced_round(
 
     let exit = agent.stop()?;
     nginx.stop();
-    let spans = settle(receiver).saturating_sub(spans_before);
+    let spans = receiver.settle().saturating_sub(spans_before);
     let (stats, stats_raw) = match Stats::read(stats_file) {
         Ok(s) => s,
         Err(e) => {
@@ -270,25 +270,6 @@ fn load(nginx: &Nginx, duration: Duration) -> Result<Vec<(&'static str, WrkResul
         .iter()
         .map(|path| Ok((*path, wrk::run(&nginx.url(path), duration)?)))
         .collect()
-}
-
-/// Waits until the receiver's span count stops moving (the agent flushed before exiting, but
-/// the last export may still be in the receiver's hands). Returns the final count.
-fn settle(receiver: &Receiver) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = receiver.span_count();
-    let mut stable_since = Instant::now();
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = receiver.span_count();
-        if now != last {
-            last = now;
-            stable_since = Instant::now();
-        } else if stable_since.elapsed() >= Duration::from_millis(500) {
-            break;
-        }
-    }
-    last
 }
 
 /// CPU time (user + system) of this process's children that have exited and been waited for.

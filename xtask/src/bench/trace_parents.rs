@@ -43,6 +43,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use super::agent::{self, Agent, Stats};
+use super::receiver::Receiver;
 use super::{BenchArgs, TempDir, free_port, results_dir, signal, write_json};
 use crate::util;
 
@@ -840,7 +841,7 @@ fn run_variant(
     per_client: usize,
 ) -> Result<VariantResult> {
     println!("\nvariant {}: {}", variant.name(), variant.describe());
-    let receiver = Receiver::start()?;
+    let receiver = Receiver::start_grpc(true).context("starting the OTLP receiver")?;
     let tmp = TempDir::new("periscope-bench-trace-parents")?;
     let mut ports: BTreeMap<&'static str, u16> = BTreeMap::new();
     for spec in variant.services() {
@@ -886,7 +887,7 @@ fn run_variant(
     let topo = variant.topology();
     let expected = load.ok_paths.len() * topo.spans_per_request();
     let deadline = Instant::now() + SPANS_TIMEOUT;
-    while receiver.span_count() < expected && Instant::now() < deadline {
+    while receiver.span_count() < expected as u64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     let exit = agent.stop()?;
@@ -900,7 +901,7 @@ fn run_variant(
             (Stats::default(), Value::Null)
         }
     };
-    let spans = receiver.spans(&pids, &ports);
+    let spans = run_spans(&receiver, &pids, &ports);
     let score = score(&spans, &topo, &ports, &load.ok_paths);
     Ok(VariantResult {
         variant,
@@ -1002,104 +1003,50 @@ fn summarize(per_client: usize, results: &[VariantResult]) -> Value {
     })
 }
 
-// ---------------------------------------------------------------------------------------------
-// The receiver, keeping spans (compiled in with the `bench` feature only).
-
-struct Receiver {
-    #[cfg(feature = "bench")]
-    inner: periscope_tests::OtlpReceiver,
-}
-
+/// The spans of this run's services: those of our processes (`process.pid`), or, for a span
+/// without one, of our services' names.
 #[cfg(feature = "bench")]
-impl Receiver {
-    fn start() -> Result<Self> {
-        let inner = periscope_tests::OtlpReceiver::start(periscope_tests::Transport::Grpc)
-            .context("starting the OTLP receiver")?;
-        inner.set_keep_spans(true);
-        Ok(Receiver { inner })
-    }
-
-    fn endpoint(&self) -> String {
-        self.inner.endpoint()
-    }
-
-    fn span_count(&self) -> usize {
-        self.inner.span_count()
-    }
-
-    /// The spans of this run's services: those of our processes (`process.pid`), or, for a span
-    /// without one, of our services' names.
-    fn spans(&self, pids: &BTreeSet<u32>, ports: &BTreeMap<&'static str, u16>) -> Vec<Sp> {
-        self.inner
-            .spans()
-            .iter()
-            .filter(|s| match s.resource.get("process.pid") {
-                Some(pid) => pid.parse().is_ok_and(|pid: u32| pids.contains(&pid)),
-                None => ports.contains_key(s.service_name.as_str()),
-            })
-            .map(|s| {
-                let kind = match s.kind_name() {
-                    "server" => Kind::Server,
-                    "client" => Kind::Client,
-                    _ => Kind::Other,
-                };
-                let port_key = if kind == Kind::Client {
-                    "network.peer.port"
-                } else {
-                    "server.port"
-                };
-                Sp {
-                    service: s.service_name.clone(),
-                    kind,
-                    trace: s.trace_id_hex(),
-                    id: s.span_id_hex(),
-                    parent: s.parent_span_id_hex(),
-                    start: s.span.start_time_unix_nano,
-                    end: s.span.end_time_unix_nano,
-                    path: s.attr("url.path").unwrap_or_default(),
-                    port: s.int_attr(port_key).and_then(|p| u16::try_from(p).ok()),
-                }
-            })
-            .collect()
-    }
+fn run_spans(
+    receiver: &Receiver,
+    pids: &BTreeSet<u32>,
+    ports: &BTreeMap<&'static str, u16>,
+) -> Vec<Sp> {
+    receiver
+        .spans()
+        .iter()
+        .filter(|s| match s.resource.get("process.pid") {
+            Some(pid) => pid.parse().is_ok_and(|pid: u32| pids.contains(&pid)),
+            None => ports.contains_key(s.service_name.as_str()),
+        })
+        .map(|s| {
+            let kind = match s.kind_name() {
+                "server" => Kind::Server,
+                "client" => Kind::Client,
+                _ => Kind::Other,
+            };
+            let port_key = if kind == Kind::Client {
+                "network.peer.port"
+            } else {
+                "server.port"
+            };
+            Sp {
+                service: s.service_name.clone(),
+                kind,
+                trace: s.trace_id_hex(),
+                id: s.span_id_hex(),
+                parent: s.parent_span_id_hex(),
+                start: s.span.start_time_unix_nano,
+                end: s.span.end_time_unix_nano,
+                path: s.attr("url.path").unwrap_or_default(),
+                port: s.int_attr(port_key).and_then(|p| u16::try_from(p).ok()),
+            }
+        })
+        .collect()
 }
 
 #[cfg(not(feature = "bench"))]
-impl Receiver {
-    fn start() -> Result<Self> {
-        bail!("xtask was built without the `bench` feature, which brings the OTLP receiver")
-    }
-
-    fn endpoint(&self) -> String {
-        String::new()
-    }
-
-    fn span_count(&self) -> usize {
-        0
-    }
-
-    fn spans(&self, _pids: &BTreeSet<u32>, _ports: &BTreeMap<&'static str, u16>) -> Vec<Sp> {
-        Vec::new()
-    }
-}
-
-impl Receiver {
-    /// Waits (at most 10 s) until the span count has not moved for half a second.
-    fn settle(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut last = self.span_count();
-        let mut stable_since = Instant::now();
-        while Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-            let now = self.span_count();
-            if now != last {
-                last = now;
-                stable_since = Instant::now();
-            } else if stable_since.elapsed() >= Duration::from_millis(500) {
-                break;
-            }
-        }
-    }
+fn run_spans(_: &Receiver, _: &BTreeSet<u32>, _: &BTreeMap<&'static str, u16>) -> Vec<Sp> {
+    Vec::new()
 }
 
 #[cfg(test)]
