@@ -173,10 +173,12 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
                     if selector.is_traced(tgid) {
                         // Identity now, while the new program surely runs.
                         factory.note_process(tgid);
-                    }
-                    // Its libraries are mapped right after exec: look for a private libssl soon.
-                    if tls_pending.len() < 4096 {
-                        tls_pending.push((Instant::now() + TLS_EXEC_DELAY, tgid));
+                        // Its libraries are mapped right after exec: look for a private libssl
+                        // soon. Untraced programs are not scanned: probing their libraries
+                        // would only make them pay for traps the kernel filter discards.
+                        if tls_pending.len() < 4096 {
+                            tls_pending.push((Instant::now() + TLS_EXEC_DELAY, tgid));
+                        }
                     }
                 }
                 Some(KernelEvent::Exit { tgid, at_ns }) => {
