@@ -337,3 +337,35 @@ fn terminal_tree_without_backend() {
         .unwrap_or_else(|| panic!("no GET /slow line in:\n{stdout}"));
     assert!(line.contains("shop") && line.contains("ms"), "{line}");
 }
+
+/// `--output json` prints one span per line; `--port` selects the process listening there (and
+/// so leaves curl, a client only, untraced).
+#[test]
+fn json_lines_for_the_process_on_a_port() {
+    require_capture!();
+    let _serial = serial();
+    let (_server, port) = python_service::<&str>("shop.py", &[]);
+    let port_arg = port.to_string();
+    let agent = Agent::start(&["--port", &port_arg, "--output", "json"], &[]);
+    curl(&[
+        "-o",
+        "/dev/null",
+        &format!("http://127.0.0.1:{port}/items/9"),
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (stdout, _) = agent.stop();
+    let spans: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(
+        spans.len(),
+        1,
+        "only the server on the port is traced:\n{stdout}"
+    );
+    let span = &spans[0];
+    assert_eq!(span["name"], "GET /items/9", "{span}");
+    assert_eq!(span["kind"], "server", "{span}");
+    assert_eq!(span["service"], "shop", "{span}");
+    assert_eq!(span["trace_id"].as_str().map(str::len), Some(32), "{span}");
+}
