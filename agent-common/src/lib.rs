@@ -244,6 +244,37 @@ pub struct TracepointOffsets {
     pub wakeup_pid: u16,
 }
 
+/// What the raw `sys_enter`/`sys_exit` programs do with a syscall, by number: the values of the
+/// `SYSCALL_KINDS` map. Data syscalls use their [`IoSyscall`] value; 0 means "not ours".
+pub mod syscall_kind {
+    pub const NONE: u8 = 0;
+    pub const CLOSE: u8 = 20;
+    pub const CONNECT: u8 = 21;
+    /// accept and accept4.
+    pub const ACCEPT: u8 = 22;
+}
+
+/// Entries of `SYSCALL_KINDS`: syscall numbers at or above it are never ours.
+pub const SYSCALL_KINDS_LEN: u32 = 512;
+
+/// Where this architecture's `struct pt_regs` keeps the first three syscall arguments and the
+/// syscall number (raw syscall tracepoints hand over the registers, not the arguments), and how
+/// to tell a native syscall from a 32-bit compat one, whose numbers mean other calls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallRegs {
+    pub arg0: u16,
+    pub arg1: u16,
+    pub arg2: u16,
+    pub nr: u16,
+    /// The register that tells the mode (x86-64: `cs`; arm64: `pstate`).
+    pub mode: u16,
+    pub _pad: u16,
+    /// A syscall is native when `mode & mode_mask == mode_native`.
+    pub mode_mask: u32,
+    pub mode_native: u32,
+}
+
 /// Settings the userspace agent writes into the kernel programs' global `CONFIG` before load.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -256,6 +287,7 @@ pub struct CaptureConfig {
     pub capture_bytes: u32,
     pub _pad: u32,
     pub offsets: TracepointOffsets,
+    pub regs: SyscallRegs,
 }
 
 impl CaptureConfig {
@@ -283,6 +315,16 @@ impl CaptureConfig {
                 fork_child_pid: 0,
                 wakeup_pid: 0,
             },
+            regs: SyscallRegs {
+                arg0: 0,
+                arg1: 0,
+                arg2: 0,
+                nr: 0,
+                mode: 0,
+                _pad: 0,
+                mode_mask: 0,
+                mode_native: 0,
+            },
         }
     }
 }
@@ -294,6 +336,7 @@ mod pod {
     unsafe impl aya::Pod for super::ConnTuple {}
     unsafe impl aya::Pod for super::CaptureConfig {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
+    unsafe impl aya::Pod for super::SyscallRegs {}
 }
 
 #[cfg(test)]
@@ -309,6 +352,7 @@ mod tests {
         assert_eq!(size_of::<ProcessEvent>(), 4 + 4 + 8);
         assert_eq!(size_of::<WakeEvent>(), 4 + 4 * 3 + 8);
         assert_eq!(size_of::<TracepointOffsets>(), 16 * 2);
-        assert_eq!(size_of::<CaptureConfig>(), 16 + 32);
+        assert_eq!(size_of::<SyscallRegs>(), 6 * 2 + 2 * 4);
+        assert_eq!(size_of::<CaptureConfig>(), 4 * 4 + 16 * 2 + 20);
     }
 }

@@ -1,6 +1,6 @@
 //! The data path: socket reads and writes, from syscall entry to a ring-buffer record.
 //!
-//! Entry (syscall tracepoints) remembers the user buffer of every read/write-like syscall of a
+//! Entry (the raw `sys_enter` tracepoint, see `syscalls`) remembers the user buffer of every read/write-like syscall of a
 //! traced process. `sock:sock_{send,recv}_length`, which fire inside the same syscall, mark it as
 //! TCP and name its `struct sock`. Exit copies a bounded prefix of the bytes moved, only for
 //! marked syscalls, so files, pipes and UDP never reach userspace.
@@ -20,17 +20,11 @@ use aya_ebpf::{
 use crate::{
     maps::{
         EVENTS, FD_ROLES, INFLIGHT, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, WAKE_ARMED,
-        config, count, is_traced, wakeup_flags,
+        config, count, wakeup_flags,
     },
+    sockets::fd_key,
     tls,
 };
-
-/// Syscall tracepoint argument offsets: stable ABI (8 bytes of common fields, the syscall
-/// number, then one 8-byte slot per argument). Userspace checks them against tracefs at start.
-pub const ARG0: usize = 16;
-pub const ARG1: usize = 24;
-pub const ARG2: usize = 32;
-pub const RET: usize = 16;
 
 /// Where the syscall keeps its bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -49,25 +43,19 @@ pub enum Layout {
 const MSGHDR_IOV: u64 = 16;
 const MSGHDR_IOVLEN: u64 = 24;
 
-pub fn try_enter(
-    ctx: &TracePointContext,
+/// Entry of a data syscall of a traced process: remember where its bytes are.
+/// `args` are the first three syscall arguments.
+pub fn enter(
+    pid_tgid: u64,
     syscall: IoSyscall,
     direction: Direction,
     layout: Layout,
+    args: [u64; 3],
 ) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_traced((pid_tgid >> 32) as u32) {
-        return Ok(());
-    }
-    // SAFETY: offsets of the syscall tracepoint ABI; reads go through bpf_probe_read_kernel.
-    let fd: u64 = unsafe { ctx.read_at(ARG0) }.map_err(i64::from)?;
-    let arg1: u64 = unsafe { ctx.read_at(ARG1) }.map_err(i64::from)?;
+    let [fd, arg1, arg2] = args;
     let (buf, iov, iovcnt) = match layout {
         Layout::Buffer => (arg1, 0, 0),
-        Layout::Iovec => {
-            let cnt: u64 = unsafe { ctx.read_at(ARG2) }.map_err(i64::from)?;
-            (0, arg1, cnt as u32)
-        }
+        Layout::Iovec => (0, arg1, arg2 as u32),
         Layout::MsgHdr => {
             let iov = read_user_u64(arg1 + MSGHDR_IOV)?;
             let cnt = read_user_u64(arg1 + MSGHDR_IOVLEN)?;
@@ -113,24 +101,21 @@ pub fn try_mark_socket(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// Exit of any data syscall: emit a record when the syscall moved bytes on a TCP socket.
-pub fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+/// Exit of any data syscall (`ret`: its result): emit a record when the syscall moved bytes on
+/// a TCP socket.
+pub fn exit(ret: i64) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: copied out before removal.
     let Some(io) = (unsafe { INFLIGHT.get(pid_tgid) }).copied() else {
         return Ok(());
     };
     let _ = INFLIGHT.remove(pid_tgid);
-    if io.sock == 0 {
-        return Ok(());
-    }
-    let ret: i64 = unsafe { ctx.read_at(RET) }.map_err(i64::from)?;
-    if ret <= 0 {
+    if io.sock == 0 || ret <= 0 {
         return Ok(());
     }
     let exit_ns = unsafe { bpf_ktime_get_ns() };
 
-    let fd_key = (pid_tgid & 0xffff_ffff_0000_0000) | (io.fd as u32 as u64);
+    let fd_key = fd_key(pid_tgid, io.fd as u32 as u64);
     // SAFETY: presence test only.
     if unsafe { SOCKET_FDS.get(fd_key) }.is_none() {
         let _ = SOCKET_FDS.insert(fd_key, io.sock, 0);
@@ -229,8 +214,7 @@ pub fn emit_payload(p: &Payload) {
         None => {
             // No handshake seen: at least the role, from accept()/connect().
             let mut t = ConnTuple::UNKNOWN;
-            let key = (pid_tgid & 0xffff_ffff_0000_0000) | (fd as u32 as u64);
-            if let Some(role) = unsafe { FD_ROLES.get(key) } {
+            if let Some(role) = unsafe { FD_ROLES.get(fd_key(pid_tgid, fd as u32 as u64)) } {
                 t.role = *role;
             }
             t

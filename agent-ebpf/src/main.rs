@@ -7,44 +7,25 @@ mod io;
 mod maps;
 mod process;
 mod sockets;
+mod syscalls;
 mod tls;
 
-use agent_common::{Direction, IoSyscall};
+use agent_common::Direction;
 use aya_ebpf::{
-    macros::{tracepoint, uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    macros::{raw_tracepoint, tracepoint, uprobe, uretprobe},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
 };
-use io::Layout;
 
-macro_rules! io_entry {
-    ($name:ident, $syscall:ident, $direction:ident, $layout:ident) => {
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            let _ = io::try_enter(
-                &ctx,
-                IoSyscall::$syscall,
-                Direction::$direction,
-                Layout::$layout,
-            );
-            0
-        }
-    };
+/// Every syscall's entry; see `syscalls` for why not the per-syscall tracepoints.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    let _ = syscalls::try_enter(&ctx);
+    0
 }
 
-io_entry!(enter_read, Read, Ingress, Buffer);
-io_entry!(enter_recvfrom, RecvFrom, Ingress, Buffer);
-io_entry!(enter_readv, Readv, Ingress, Iovec);
-io_entry!(enter_recvmsg, RecvMsg, Ingress, MsgHdr);
-io_entry!(enter_write, Write, Egress, Buffer);
-io_entry!(enter_sendto, SendTo, Egress, Buffer);
-io_entry!(enter_writev, Writev, Egress, Iovec);
-io_entry!(enter_sendmsg, SendMsg, Egress, MsgHdr);
-io_entry!(enter_sendfile, SendFile, Egress, Counted);
-
-/// Attached to the exit tracepoint of every syscall above.
-#[tracepoint]
-pub fn exit_io(ctx: TracePointContext) -> u32 {
-    let _ = io::try_exit(&ctx);
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let _ = syscalls::try_exit(&ctx);
     0
 }
 
@@ -58,25 +39,6 @@ pub fn sock_io(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sock_state(ctx: TracePointContext) -> u32 {
     let _ = sockets::try_state_change(&ctx);
-    0
-}
-
-/// Attached to `sys_exit_accept4` and `sys_exit_accept`.
-#[tracepoint]
-pub fn exit_accept(ctx: TracePointContext) -> u32 {
-    let _ = sockets::try_accepted(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn enter_connect(ctx: TracePointContext) -> u32 {
-    let _ = sockets::try_connecting(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn enter_close(ctx: TracePointContext) -> u32 {
-    let _ = sockets::try_close(&ctx);
     0
 }
 

@@ -3,7 +3,7 @@
 use agent_common::{CaptureConfig, ConnTuple, DataEvent};
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// Written by userspace before load (`EbpfLoader::set_global`).
@@ -42,6 +42,11 @@ pub fn wakeup_flags() -> u64 {
     }
 }
 
+/// Syscall number -> `agent_common::syscall_kind` (or an `IoSyscall`), filled by userspace for
+/// this architecture before the syscall programs are attached.
+#[map]
+pub static SYSCALL_KINDS: Array<u8> = Array::with_max_entries(agent_common::SYSCALL_KINDS_LEN, 0);
+
 /// Processes to trace when `CONFIG.filter_pids` is set: tgid -> 1.
 #[map]
 pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
@@ -69,8 +74,11 @@ pub struct InflightIo {
     pub _pad: [u8; 6],
 }
 
+/// A plain hash, not an LRU one: every traced read and write inserts here, and an LRU insert
+/// costs a shared-list update. Entries end at the syscall's exit, or at the thread's exit if it
+/// died inside the syscall (`process::try_exit`); a full table is counted.
 #[map]
-pub static INFLIGHT: LruHashMap<u64, InflightIo> = LruHashMap::with_max_entries(65536, 0);
+pub static INFLIGHT: HashMap<u64, InflightIo> = HashMap::with_max_entries(65536, 0);
 
 /// TCP connections whose handshake the kernel reported: `struct sock` address -> tuple + role.
 #[map]

@@ -7,7 +7,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::maps::{EVENTS, SELECTED_COMMS, TRACED_PIDS, WAKE_ARMED, config, count, wakeup_flags};
+use crate::maps::{
+    EVENTS, INFLIGHT, SELECTED_COMMS, TRACED_PIDS, WAKE_ARMED, config, count, wakeup_flags,
+};
 
 /// Exec records wake userspace at once: it must read the new program's identity from /proc
 /// while the process lives (a short-lived client may be gone within milliseconds).
@@ -54,6 +56,8 @@ pub fn try_exec(_ctx: &TracePointContext) -> Result<(), i64> {
 pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // A thread killed inside a read or write never reaches the syscall's exit.
+    let _ = INFLIGHT.remove(pid_tgid);
     if tgid != pid_tgid as u32 {
         return Ok(());
     }

@@ -9,9 +9,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::{
-    io::ARG0,
-    maps::{EVENTS, FD_ROLES, SOCK_TUPLES, SOCKET_FDS, config, count, is_traced, wakeup_flags},
+use crate::maps::{
+    EVENTS, FD_ROLES, SOCK_TUPLES, SOCKET_FDS, config, count, is_traced, wakeup_flags,
 };
 
 // TCP states as the kernel numbers them (include/net/tcp_states.h).
@@ -71,40 +70,23 @@ pub fn try_state_change(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// `syscalls:sys_exit_accept4` / `sys_exit_accept`: the returned fd is the server end.
-pub fn try_accepted(ctx: &TracePointContext) -> Result<(), i64> {
+/// Exit of accept/accept4 in a traced process (`ret`: the new fd): it is the server end.
+pub fn accepted(ret: i64) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_traced((pid_tgid >> 32) as u32) {
-        return Ok(());
+    if ret < 0 || !is_traced((pid_tgid >> 32) as u32) {
+        return;
     }
-    let fd: i64 = unsafe { ctx.read_at(crate::io::RET) }.map_err(i64::from)?;
-    if fd >= 0 {
-        let key = (pid_tgid & 0xffff_ffff_0000_0000) | (fd as u64 & 0xffff_ffff);
-        let _ = FD_ROLES.insert(key, Role::Server as u8, 0);
-    }
-    Ok(())
+    let _ = FD_ROLES.insert(fd_key(pid_tgid, ret as u64), Role::Server as u8, 0);
 }
 
-/// `syscalls:sys_enter_connect`: this fd is the client end.
-pub fn try_connecting(ctx: &TracePointContext) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_traced((pid_tgid >> 32) as u32) {
-        return Ok(());
-    }
-    let fd: u64 = unsafe { ctx.read_at(ARG0) }.map_err(i64::from)?;
-    let key = (pid_tgid & 0xffff_ffff_0000_0000) | (fd & 0xffff_ffff);
-    let _ = FD_ROLES.insert(key, Role::Client as u8, 0);
-    Ok(())
+/// Entry of connect() in a traced process: this fd is the client end.
+pub fn connecting(pid_tgid: u64, fd: u64) {
+    let _ = FD_ROLES.insert(fd_key(pid_tgid, fd), Role::Client as u8, 0);
 }
 
-/// `syscalls:sys_enter_close`: report the end of a socket fd that carried traced data.
-pub fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_traced((pid_tgid >> 32) as u32) {
-        return Ok(());
-    }
-    let fd: u64 = unsafe { ctx.read_at(ARG0) }.map_err(i64::from)?;
-    let key = (pid_tgid & 0xffff_ffff_0000_0000) | (fd & 0xffff_ffff);
+/// Entry of close() in a traced process: report the end of a socket fd that carried traced data.
+pub fn closing(pid_tgid: u64, fd: u64) -> Result<(), i64> {
+    let key = fd_key(pid_tgid, fd);
     // SAFETY: copied out before removal.
     let Some(sock) = (unsafe { SOCKET_FDS.get(key) }).copied() else {
         return Ok(());
@@ -123,4 +105,10 @@ pub fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
         count(Counter::ControlEventsLost);
     }
     Ok(())
+}
+
+/// Key of the per-process fd maps: tgid in the high half, fd in the low one.
+#[inline(always)]
+pub fn fd_key(pid_tgid: u64, fd: u64) -> u64 {
+    (pid_tgid & 0xffff_ffff_0000_0000) | (fd & 0xffff_ffff)
 }

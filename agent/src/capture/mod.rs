@@ -1,6 +1,7 @@
 //! Capture: kernel programs, their events, and per-connection byte streams.
 //!
 //! - [`probes`] loads and attaches the kernel programs and reads their loss counters;
+//! - [`syscalls`] gives the kernel programs this architecture's syscall numbers and registers;
 //! - [`tracefs`] finds tracepoints and their layouts;
 //! - [`events`] decodes ring-buffer records;
 //! - [`processes`] keeps the kernel's process selection up to date;
@@ -15,5 +16,6 @@ pub mod processes;
 pub mod procnet;
 pub mod self_traffic;
 pub mod streams;
+pub mod syscalls;
 pub mod tls;
 pub mod tracefs;

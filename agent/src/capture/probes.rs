@@ -6,43 +6,24 @@ use agent_common::{COUNTER_COUNT, CaptureConfig, Counter, MAX_CAPTURE};
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
 };
 use serde::Serialize;
 
-use super::tracefs;
+use super::{syscalls, tracefs};
 
 /// The kernel object built by `agent/build.rs`.
 static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
+/// Raw tracepoints every syscall passes through (program, tracepoint). Required.
+const SYSCALL_PATH: &[(&str, &str)] = &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
+
 /// Which program serves which tracepoints. The first group is required; without it nothing can
 /// be captured.
 const DATA_PATH: &[(&str, &str, &str)] = &[
-    ("enter_read", "syscalls", "sys_enter_read"),
-    ("enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
-    ("enter_readv", "syscalls", "sys_enter_readv"),
-    ("enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
-    ("enter_write", "syscalls", "sys_enter_write"),
-    ("enter_sendto", "syscalls", "sys_enter_sendto"),
-    ("enter_writev", "syscalls", "sys_enter_writev"),
-    ("enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
-    ("enter_sendfile", "syscalls", "sys_enter_sendfile64"),
-    ("exit_io", "syscalls", "sys_exit_read"),
-    ("exit_io", "syscalls", "sys_exit_recvfrom"),
-    ("exit_io", "syscalls", "sys_exit_readv"),
-    ("exit_io", "syscalls", "sys_exit_recvmsg"),
-    ("exit_io", "syscalls", "sys_exit_write"),
-    ("exit_io", "syscalls", "sys_exit_sendto"),
-    ("exit_io", "syscalls", "sys_exit_writev"),
-    ("exit_io", "syscalls", "sys_exit_sendmsg"),
-    ("exit_io", "syscalls", "sys_exit_sendfile64"),
     ("sock_io", "sock", "sock_send_length"),
     ("sock_io", "sock", "sock_recv_length"),
-    ("enter_close", "syscalls", "sys_enter_close"),
-    ("exit_accept", "syscalls", "sys_exit_accept4"),
-    ("exit_accept", "syscalls", "sys_exit_accept"),
-    ("enter_connect", "syscalls", "sys_enter_connect"),
 ];
 
 /// Useful but not essential: without them tuples come from /proc and new processes are found by
@@ -57,9 +38,10 @@ const OPTIONAL: &[(&str, &str, &str)] = &[
 
 /// Every tracepoint the agent wants, with whether it is required.
 pub fn wanted_tracepoints() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
-    DATA_PATH
+    SYSCALL_PATH
         .iter()
-        .map(|(_, c, n)| (*c, *n, true))
+        .map(|(_, n)| ("raw_syscalls", *n, true))
+        .chain(DATA_PATH.iter().map(|(_, c, n)| (*c, *n, true)))
         .chain(OPTIONAL.iter().map(|(_, c, n)| (*c, *n, false)))
 }
 
@@ -95,6 +77,7 @@ impl Probes {
             capture_bytes: opts.capture_bytes.min(MAX_CAPTURE as u32),
             _pad: 0,
             offsets: tracefs::read_offsets(root)?,
+            regs: syscalls::regs(),
         };
         let ring = opts.ring_buffer_bytes.next_power_of_two().max(4096 * 16);
         let mut ebpf = EbpfLoader::new()
@@ -103,6 +86,17 @@ impl Probes {
             .load(KERNEL_OBJECT)
             .context("loading the kernel programs (is the agent running as root?)")?;
 
+        // The syscall programs read this table from their first event: fill it before attaching.
+        let mut kinds: Array<_, u8> = Array::try_from(
+            ebpf.map_mut("SYSCALL_KINDS")
+                .context("SYSCALL_KINDS map missing")?,
+        )?;
+        for &(nr, kind) in syscalls::table() {
+            kinds.set(nr, kind, 0)?;
+        }
+        for (program, name) in SYSCALL_PATH {
+            attach_raw(&mut ebpf, program, name)?;
+        }
         let mut missing_optional = Vec::new();
         for (program, category, name) in DATA_PATH {
             attach(&mut ebpf, program, category, name)?;
@@ -169,6 +163,18 @@ fn comm_key(name: &str) -> [u8; 16] {
     let n = file.len().min(15);
     key[..n].copy_from_slice(&file[..n]);
     key
+}
+
+fn attach_raw(ebpf: &mut Ebpf, program: &str, name: &str) -> anyhow::Result<()> {
+    let tp: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the kernel object"))?
+        .try_into()?;
+    tp.load()
+        .with_context(|| format!("the verifier refused program {program}"))?;
+    tp.attach(name)
+        .with_context(|| format!("attaching {program} to raw tracepoint {name}"))?;
+    Ok(())
 }
 
 fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {

@@ -99,18 +99,6 @@ pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
             bail!("sock:sock_recv_length and sock:sock_send_length differ in field `{f}`");
         }
     }
-    // Syscall arguments sit at fixed offsets in the kernel programs: check them.
-    for (name, field, expected) in [
-        ("sys_enter_read", "fd", 16),
-        ("sys_enter_read", "buf", 24),
-        ("sys_enter_readv", "vlen", 32),
-        ("sys_exit_read", "ret", 16),
-    ] {
-        let got = field_offset(root, "syscalls", name, field)?;
-        if got != expected {
-            bail!("syscalls:{name} has `{field}` at offset {got}, expected {expected}");
-        }
-    }
     Ok(TracepointOffsets {
         sock_len_sk: sock("sk")?,
         sock_len_family: sock("family")?,
