@@ -66,7 +66,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         bail!("the benchmark runs the agent and must run as root");
     }
     // Traced rounds need the OTLP receiver from `periscope-tests`, compiled in only with the
-    // `bench` feature (see xtask/Cargo.toml): re-run ourselves with it.
+    // `bench` feature (see xtask/Cargo.toml): re-run ourselves with it, optimized, since the
+    // receiver shares the machine with the workload and a debug build would eat its cores.
     if !cfg!(feature = "bench") && !args.baseline_only {
         return rerun_with_bench_feature();
     }
@@ -86,9 +87,18 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
 fn rerun_with_bench_feature() -> Result<()> {
     let mut cmd = util::cargo();
-    cmd.args(["run", "-q", "-p", "xtask", "--features", "bench", "--"])
-        .args(std::env::args_os().skip(1))
-        .env(SETUP_DONE_ENV, "1");
+    cmd.args([
+        "run",
+        "-q",
+        "--release",
+        "-p",
+        "xtask",
+        "--features",
+        "bench",
+        "--",
+    ])
+    .args(std::env::args_os().skip(1))
+    .env(SETUP_DONE_ENV, "1");
     let status = util::run_status(&mut cmd)?;
     // Propagate the exit status unchanged: the inner run has already reported any error.
     std::process::exit(status.code().unwrap_or(1))
