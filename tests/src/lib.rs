@@ -3,6 +3,7 @@
 
 pub mod procs;
 pub mod receiver;
+mod span_count;
 
 pub use receiver::{OtlpReceiver, ReceivedSpan, Transport};
 

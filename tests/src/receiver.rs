@@ -26,6 +26,11 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as OtlpStatusCode;
 use prost::Message as _;
+use std::task::{Context, Poll};
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::NamedService;
+
+use crate::span_count::{CountExport, SpanCountRequest};
 
 /// Largest request body the receiver accepts (the OTLP/HTTP recommendation).
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -150,16 +155,16 @@ fn hex(bytes: &[u8]) -> String {
 
 /// What the receiver keeps, shared between the server tasks and the test.
 #[derive(Default)]
-struct Store {
+pub(crate) struct Store {
     spans: Mutex<Vec<ReceivedSpan>>,
-    count: AtomicUsize,
+    pub(crate) count: AtomicUsize,
     drop_spans: AtomicBool,
-    requests: AtomicUsize,
+    pub(crate) requests: AtomicUsize,
     last_headers: Mutex<BTreeMap<String, String>>,
 }
 
 impl Store {
-    fn note_headers(&self, headers: &hyper::HeaderMap) {
+    pub(crate) fn note_headers(&self, headers: &hyper::HeaderMap) {
         let map = headers
             .iter()
             .map(|(k, v)| {
@@ -350,7 +355,8 @@ impl OtlpReceiver {
             .clone()
     }
 
-    /// `false`: count spans without keeping them (for benchmarks).
+    /// `false`: count spans without keeping them, or even decoding them past the span
+    /// boundaries (for benchmarks).
     pub fn set_keep_spans(&self, keep: bool) {
         self.store.drop_spans.store(!keep, Ordering::Relaxed);
     }
@@ -403,17 +409,54 @@ async fn serve_grpc(
     store: Arc<Store>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let service =
-        TraceServiceServer::new(GrpcService { store }).max_decoding_message_size(MAX_BODY);
+    let full = TraceServiceServer::new(GrpcService {
+        store: store.clone(),
+    })
+    .max_decoding_message_size(MAX_BODY);
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     let result = tonic::transport::Server::builder()
-        .add_service(service)
+        .add_service(GrpcRoutes { full, store })
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop.await;
         })
         .await;
     if let Err(e) = result {
         log::error!("OTLP gRPC receiver failed: {e}");
+    }
+}
+
+/// The trace service, decoded in full, or in count-only mode only down to span boundaries.
+#[derive(Clone)]
+struct GrpcRoutes {
+    full: TraceServiceServer<GrpcService>,
+    store: Arc<Store>,
+}
+
+impl NamedService for GrpcRoutes {
+    const NAME: &'static str = <TraceServiceServer<GrpcService> as NamedService>::NAME;
+}
+
+impl Service<http::Request<tonic::body::Body>> for GrpcRoutes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if !self.store.drop_spans.load(Ordering::Relaxed) {
+            return self.full.call(request);
+        }
+        let store = self.store.clone();
+        Box::pin(async move {
+            let codec =
+                tonic_prost::ProstCodec::<ExportTraceServiceResponse, SpanCountRequest>::default();
+            let mut grpc =
+                tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(MAX_BODY), None);
+            Ok(grpc.unary(CountExport { store }, request).await)
+        })
     }
 }
 
@@ -518,6 +561,18 @@ async fn handle_http(req: Request<Incoming>, store: &Store) -> Response<Full<Byt
             );
         }
     };
+    if store.drop_spans.load(Ordering::Relaxed) {
+        match SpanCountRequest::decode(&body[..]) {
+            Ok(r) => store.count_only(r.span_count()),
+            Err(e) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    &format!("not an ExportTraceServiceRequest: {e}\n"),
+                );
+            }
+        }
+        return protobuf_reply();
+    }
     let request = match ExportTraceServiceRequest::decode(&body[..]) {
         Ok(r) => r,
         Err(e) => {
@@ -528,6 +583,11 @@ async fn handle_http(req: Request<Incoming>, store: &Store) -> Response<Full<Byt
         }
     };
     store.ingest(request);
+    protobuf_reply()
+}
+
+/// The OTLP/HTTP success reply.
+fn protobuf_reply() -> Response<Full<Bytes>> {
     let reply = ExportTraceServiceResponse {
         partial_success: None,
     }
