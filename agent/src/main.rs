@@ -7,6 +7,9 @@ use periscope::{
     run,
 };
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::new()

@@ -283,7 +283,7 @@ fn submit(
                 tid,
                 exchange,
             } => {
-                if let Some((span, guessed)) = factory.build(&meta, tid, &exchange) {
+                if let Some((span, guessed)) = factory.build(&meta, tid, exchange) {
                     let guessed_on = guessed.then_some((meta.tgid, tid));
                     hold.push(span, guessed_on, now, &mut release);
                 }

@@ -1,9 +1,10 @@
 //! Per-connection byte streams: kernel data events are routed to the connection they belong
 //! to, its protocol is detected from the first bytes, and its decoder is fed in order.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use agent_common::{ConnTuple, Direction, Role};
+use foldhash::HashMap;
 use serde::Serialize;
 
 use super::{events::DataEvent, procnet, self_traffic::SelfTraffic};
@@ -62,6 +63,14 @@ pub struct Connections {
     table: HashMap<(u32, u64, bool), Connection>,
     max_connections: usize,
     stats: StreamStats,
+    /// Reused for every chunk, so that decoding allocates only what it outputs.
+    scratch: Scratch,
+}
+
+#[derive(Default)]
+struct Scratch {
+    exchanges: Vec<Exchange>,
+    started: Vec<RequestStarted>,
 }
 
 /// What decoding a chunk produced, in order. `tid` is the thread whose syscall produced it.
@@ -90,9 +99,10 @@ impl Connections {
     pub fn new(max_connections: usize, self_traffic: SelfTraffic) -> Self {
         Self {
             self_traffic,
-            table: HashMap::new(),
+            table: HashMap::default(),
             max_connections,
             stats: StreamStats::default(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -104,26 +114,26 @@ impl Connections {
     }
 
     pub fn on_data(&mut self, ev: &DataEvent<'_>, out: &mut Vec<Finished>) {
-        let key = (ev.tgid, ev.sock, ev.tls);
-        if !self.table.contains_key(&key) {
-            if self.table.len() >= self.max_connections {
+        let full = self.table.len() >= self.max_connections;
+        let conn = match self.table.entry((ev.tgid, ev.sock, ev.tls)) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(_) if full => {
                 self.stats.connections_dropped_table_full += 1;
                 return;
             }
-            self.stats.connections_seen += 1;
-            let mut conn = Connection::new(ev);
-            if self.self_traffic.is_agent_peer(&conn.meta.tuple) {
-                self.stats.connections_agent_own += 1;
-                conn.state = DecodeState::Unsupported;
+            Entry::Vacant(slot) => {
+                self.stats.connections_seen += 1;
+                let mut conn = Connection::new(ev);
+                if self.self_traffic.is_agent_peer(&conn.meta.tuple) {
+                    self.stats.connections_agent_own += 1;
+                    conn.state = DecodeState::Unsupported;
+                }
+                slot.insert(conn)
             }
-            self.table.insert(key, conn);
-        }
-        let Some(conn) = self.table.get_mut(&key) else {
-            return;
         };
         conn.last_seen_ns = ev.exit_ns;
         let before = out.len();
-        if conn.feed(ev, out) {
+        if conn.feed(ev, &mut self.scratch, out) {
             self.stats.connections_unsupported += 1;
         }
         self.stats.exchanges += out[before..]
@@ -135,7 +145,7 @@ impl Connections {
     pub fn on_close(&mut self, tgid: u32, sock: u64, at_ns: u64, out: &mut Vec<Finished>) {
         for tls in [false, true] {
             if let Some(conn) = self.table.remove(&(tgid, sock, tls)) {
-                self.stats.exchanges += conn.finish(at_ns, out) as u64;
+                self.stats.exchanges += conn.finish(at_ns, &mut self.scratch.exchanges, out) as u64;
             }
         }
     }
@@ -150,7 +160,7 @@ impl Connections {
             .collect();
         for key in keys {
             if let Some(conn) = self.table.remove(&key) {
-                self.stats.exchanges += conn.finish(at_ns, out) as u64;
+                self.stats.exchanges += conn.finish(at_ns, &mut self.scratch.exchanges, out) as u64;
             }
         }
     }
@@ -171,7 +181,8 @@ impl Connections {
             .collect();
         for key in stale {
             if let Some(conn) = self.table.remove(&key) {
-                self.stats.exchanges += conn.finish(now_ns, out) as u64;
+                self.stats.exchanges +=
+                    conn.finish(now_ns, &mut self.scratch.exchanges, out) as u64;
             }
         }
     }
@@ -179,7 +190,7 @@ impl Connections {
     /// The agent is stopping: flush every decoder.
     pub fn close_all(&mut self, now_ns: u64, out: &mut Vec<Finished>) {
         for (_, conn) in self.table.drain() {
-            self.stats.exchanges += conn.finish(now_ns, out) as u64;
+            self.stats.exchanges += conn.finish(now_ns, &mut self.scratch.exchanges, out) as u64;
         }
     }
 }
@@ -214,7 +225,7 @@ impl Connection {
 
     /// Feed one event; returns true when the connection was just found undecodable (it stays
     /// in the table so its later chunks are ignored cheaply).
-    fn feed(&mut self, ev: &DataEvent<'_>, out: &mut Vec<Finished>) -> bool {
+    fn feed(&mut self, ev: &DataEvent<'_>, scratch: &mut Scratch, out: &mut Vec<Finished>) -> bool {
         if let DecodeState::Detecting { chunks_seen } = &mut self.state {
             if ev.payload.is_empty() {
                 return false;
@@ -248,19 +259,19 @@ impl Connection {
             },
             last_byte_ns: ev.exit_ns,
         };
-        let mut exchanges = Vec::new();
-        session.feed(flow, chunk, &mut exchanges);
-        let mut started = Vec::new();
-        session.take_started(&mut started);
+        session.feed(flow, chunk, &mut scratch.exchanges);
+        session.take_started(&mut scratch.started);
         let (meta, tid) = (self.meta, ev.tid);
         out.extend(
-            started
-                .into_iter()
+            scratch
+                .started
+                .drain(..)
                 .map(|started| StreamOutput::Started { meta, tid, started }),
         );
         out.extend(
-            exchanges
-                .into_iter()
+            scratch
+                .exchanges
+                .drain(..)
                 .map(|exchange| StreamOutput::Finished {
                     meta,
                     tid,
@@ -271,23 +282,23 @@ impl Connection {
     }
 
     /// Flush the decoder; returns how many exchanges it produced.
-    fn finish(mut self, at_ns: u64, out: &mut Vec<Finished>) -> usize {
+    fn finish(
+        mut self,
+        at_ns: u64,
+        exchanges: &mut Vec<Exchange>,
+        out: &mut Vec<Finished>,
+    ) -> usize {
         let DecodeState::Decoding(session) = &mut self.state else {
             return 0;
         };
-        let mut exchanges = Vec::new();
-        session.close(at_ns, &mut exchanges);
+        session.close(at_ns, exchanges);
         let n = exchanges.len();
         let meta = self.meta;
-        out.extend(
-            exchanges
-                .into_iter()
-                .map(|exchange| StreamOutput::Finished {
-                    meta,
-                    tid: 0,
-                    exchange,
-                }),
-        );
+        out.extend(exchanges.drain(..).map(|exchange| StreamOutput::Finished {
+            meta,
+            tid: 0,
+            exchange,
+        }));
         n
     }
 }

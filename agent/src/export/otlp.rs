@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use opentelemetry::trace::{SpanContext, SpanKind as OtelKind, Status, TraceFlags, TraceState};
-use opentelemetry::{InstrumentationScope, KeyValue, SpanId, TraceId, Value};
+use opentelemetry::{InstrumentationScope, Key, KeyValue, SpanId, TraceId, Value};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
@@ -420,11 +420,11 @@ impl HttpClient for FixedHeadersClient {
     }
 }
 
-fn otel_value(v: &AttrValue) -> Value {
+fn otel_value(v: AttrValue) -> Value {
     match v {
-        AttrValue::Str(s) => Value::from(s.clone()),
-        AttrValue::Int(i) => Value::I64(*i),
-        AttrValue::Bool(b) => Value::Bool(*b),
+        AttrValue::Str(s) => Value::from(s),
+        AttrValue::Int(i) => Value::I64(i),
+        AttrValue::Bool(b) => Value::Bool(b),
     }
 }
 
@@ -432,7 +432,7 @@ fn otel_resource(res: &ProcessResource) -> Resource {
     let mut attrs: Vec<KeyValue> = res
         .attributes
         .iter()
-        .map(|(k, v)| KeyValue::new(k.clone(), otel_value(v)))
+        .map(|(k, v)| KeyValue::new(k.clone(), otel_value(v.clone())))
         .collect();
     if !res.attributes.iter().any(|(k, _)| k == "service.name") {
         attrs.push(KeyValue::new("service.name", res.service_name.clone()));
@@ -440,8 +440,8 @@ fn otel_resource(res: &ProcessResource) -> Resource {
     Resource::builder_empty().with_attributes(attrs).build()
 }
 
-/// Our span record as the SDK's span data.
-pub fn to_span_data(span: &SpanRecord, scope: &InstrumentationScope) -> SpanData {
+/// Our span record as the SDK's span data. Its strings move over rather than being copied.
+pub fn to_span_data(span: SpanRecord, scope: &InstrumentationScope) -> SpanData {
     let trace_state = span
         .trace_state
         .as_deref()
@@ -461,20 +461,20 @@ pub fn to_span_data(span: &SpanRecord, scope: &InstrumentationScope) -> SpanData
             SpanKind::Server => OtelKind::Server,
             SpanKind::Client => OtelKind::Client,
         },
-        name: Cow::Owned(span.name.clone()),
+        name: Cow::Owned(span.name),
         start_time: span.start,
         end_time: span.end,
         attributes: span
             .attributes
-            .iter()
-            .map(|(k, v)| KeyValue::new(*k, otel_value(v)))
+            .into_iter()
+            .map(|(k, v)| KeyValue::new(Key::from_static_str(k), otel_value(v)))
             .collect(),
         dropped_attributes_count: 0,
         events: SpanEvents::default(),
         links: SpanLinks::default(),
-        status: match &span.status {
+        status: match span.status {
             SpanStatus::Unset => Status::Unset,
-            SpanStatus::Error { message } => Status::error(message.clone()),
+            SpanStatus::Error { message } => Status::error(message),
         },
         instrumentation_scope: scope.clone(),
     }
@@ -482,6 +482,16 @@ pub fn to_span_data(span: &SpanRecord, scope: &InstrumentationScope) -> SpanData
 
 /// Split a batch by resource, keeping first-seen order.
 fn group_by_resource(batch: Vec<SpanRecord>) -> Vec<(Arc<ProcessResource>, Vec<SpanRecord>)> {
+    let Some(first) = batch.first().map(|s| s.resource.clone()) else {
+        return Vec::new();
+    };
+    // Often a single process fills the whole batch: then it stays as it is.
+    if batch
+        .iter()
+        .all(|s| Arc::ptr_eq(&s.resource, &first) || *s.resource == *first)
+    {
+        return vec![(first, batch)];
+    }
     let mut groups: Vec<(Arc<ProcessResource>, Vec<SpanRecord>)> = Vec::new();
     for span in batch {
         let found = groups
@@ -518,7 +528,8 @@ impl SpanExporter for OtlpExporter {
                 inner.set_resource(&otel_resource(&resource));
                 self.current = Some(resource);
             }
-            let data: Vec<SpanData> = spans.iter().map(|s| to_span_data(s, &self.scope)).collect();
+            let scope = &self.scope;
+            let data: Vec<SpanData> = spans.into_iter().map(|s| to_span_data(s, scope)).collect();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let exporter: &opentelemetry_otlp::SpanExporter = inner;
             let result = if remaining.is_zero() {
@@ -948,7 +959,7 @@ mod tests {
         rec.parent_is_remote = true;
         rec.kind = SpanKind::Client;
         let scope = InstrumentationScope::builder("periscope").build();
-        let d = to_span_data(&rec, &scope);
+        let d = to_span_data(rec, &scope);
         assert_eq!(d.span_context.trace_id(), TraceId::from_bytes([7; 16]));
         assert_eq!(d.span_context.span_id(), SpanId::from_bytes([3; 8]));
         assert!(d.span_context.is_sampled());

@@ -229,6 +229,12 @@ impl Worker {
             match rx.recv_timeout(wait) {
                 Ok(span) => {
                     batch.push(span);
+                    // Take what else is already queued before looking at the clock again.
+                    while batch.len() < self.opts.max_batch
+                        && let Ok(span) = rx.try_recv()
+                    {
+                        batch.push(span);
+                    }
                     if batch.len() >= self.opts.max_batch {
                         self.export(&mut batch);
                     }

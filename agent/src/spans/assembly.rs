@@ -18,9 +18,10 @@
 //!
 //!   With no server request in flight, the client span starts a trace of its own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use agent_common::{ConnTuple, Role};
+use foldhash::HashMap;
 use serde::Serialize;
 
 use super::{

@@ -3,7 +3,7 @@
 use agent_common::ConnTuple;
 
 use super::{
-    http::{SpanShape, address},
+    http::{SpanShape, address, address_text, joined},
     model::{AttrValue, SpanKind, SpanStatus},
 };
 use crate::protocols::{DbExchange, sql};
@@ -14,32 +14,39 @@ pub struct DbOptions {
     pub keep_literals: bool,
 }
 
-pub fn db_span(ex: &DbExchange, tuple: &ConnTuple, opts: DbOptions) -> SpanShape {
+pub fn db_span(ex: DbExchange, tuple: &ConnTuple, opts: DbOptions) -> SpanShape {
+    // `{operation} {collection}`, else the operation, else the system.
+    let name = match (&ex.operation, &ex.collection) {
+        (Some(op), Some(c)) => joined(op, ' ', c),
+        (Some(op), None) => op.clone(),
+        _ => ex.system.to_owned(),
+    };
     let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(10);
     attrs.push(("db.system.name", AttrValue::from(ex.system)));
-    if let Some(op) = &ex.operation {
-        attrs.push(("db.operation.name", AttrValue::from(op.as_str())));
+    if let Some(op) = ex.operation {
+        attrs.push(("db.operation.name", AttrValue::Str(op)));
     }
-    if let Some(c) = &ex.collection {
-        attrs.push(("db.collection.name", AttrValue::from(c.as_str())));
+    if let Some(c) = ex.collection {
+        attrs.push(("db.collection.name", AttrValue::Str(c)));
     }
-    if let Some(ns) = &ex.namespace {
-        attrs.push(("db.namespace", AttrValue::from(ns.as_str())));
+    if let Some(ns) = ex.namespace {
+        attrs.push(("db.namespace", AttrValue::Str(ns)));
     }
-    if let Some(text) = &ex.query_text {
+    if let Some(text) = ex.query_text {
         let shown = if opts.keep_literals {
-            text.clone()
-        } else if let Some(without) = &ex.query_without_values {
-            without.clone()
+            text
+        } else if let Some(without) = ex.query_without_values {
+            without
         } else {
-            sql::sanitize(text)
+            sql::sanitize(&text)
         };
         attrs.push(("db.query.text", AttrValue::Str(shown)));
     }
     if let Some(remote) = address(tuple.family, &tuple.remote_addr) {
-        attrs.push(("server.address", AttrValue::Str(remote.to_string())));
+        let remote = address_text(remote);
+        attrs.push(("server.address", AttrValue::Str(remote.clone())));
         attrs.push(("server.port", AttrValue::Int(tuple.remote_port as i64)));
-        attrs.push(("network.peer.address", AttrValue::Str(remote.to_string())));
+        attrs.push(("network.peer.address", AttrValue::Str(remote)));
         attrs.push((
             "network.peer.port",
             AttrValue::Int(tuple.remote_port as i64),
@@ -48,21 +55,15 @@ pub fn db_span(ex: &DbExchange, tuple: &ConnTuple, opts: DbOptions) -> SpanShape
     if let Some(rows) = ex.rows {
         attrs.push(("db.response.returned_rows", AttrValue::Int(rows as i64)));
     }
-    let status = match &ex.status_code {
+    let status = match ex.status_code {
         Some(code) => {
-            attrs.push(("db.response.status_code", AttrValue::from(code.as_str())));
-            attrs.push(("error.type", AttrValue::from(code.as_str())));
+            attrs.push(("db.response.status_code", AttrValue::Str(code.clone())));
+            attrs.push(("error.type", AttrValue::Str(code)));
             SpanStatus::Error {
-                message: ex.error_message.clone().unwrap_or_default(),
+                message: ex.error_message.unwrap_or_default(),
             }
         }
         None => SpanStatus::Unset,
-    };
-    // `{operation} {collection}`, else the operation, else the system.
-    let name = match (&ex.operation, &ex.collection) {
-        (Some(op), Some(c)) => format!("{op} {c}"),
-        (Some(op), None) => op.clone(),
-        _ => ex.system.to_owned(),
     };
     SpanShape {
         name,
@@ -87,7 +88,7 @@ mod tests {
             error_message: Some("WRONGTYPE Operation against a key".into()),
             ..Default::default()
         };
-        let s = db_span(&ex, &ConnTuple::UNKNOWN, DbOptions::default());
+        let s = db_span(ex, &ConnTuple::UNKNOWN, DbOptions::default());
         assert_eq!(s.name, "SET");
         assert_eq!(s.kind, SpanKind::Client);
         let text = s

@@ -7,10 +7,11 @@
 //! leave the hold after the configured delay, or earlier when the hold is full (counted).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     time::{Duration, Instant},
 };
 
+use foldhash::HashMap;
 use serde::Serialize;
 
 use super::{
@@ -49,9 +50,9 @@ impl SpanHold {
             delay,
             capacity: capacity.max(1),
             order: VecDeque::new(),
-            spans: HashMap::new(),
-            children: HashMap::new(),
-            awaiting: HashMap::new(),
+            spans: HashMap::default(),
+            children: HashMap::default(),
+            awaiting: HashMap::default(),
             stats: HoldStats::default(),
         }
     }
@@ -171,7 +172,10 @@ impl SpanHold {
 
     fn take(&mut self, id: SpanId) -> Option<SpanRecord> {
         let span = self.spans.remove(&id)?;
-        if let Some(kids) = self.children.get_mut(&span.parent_span_id) {
+        // Roots are never anyone's child: no need to look.
+        if !span.is_root()
+            && let Some(kids) = self.children.get_mut(&span.parent_span_id)
+        {
             kids.retain(|c| *c != id);
             if kids.is_empty() {
                 self.children.remove(&span.parent_span_id);

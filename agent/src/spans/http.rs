@@ -1,5 +1,6 @@
 //! HTTP/1 exchanges as spans, with OpenTelemetry HTTP semantic-convention attributes.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_common::{AF_INET, AF_INET6, ConnTuple, Role};
@@ -22,7 +23,7 @@ pub struct HttpOptions {
 }
 
 pub fn http_span(
-    ex: &HttpExchange,
+    ex: HttpExchange,
     role: Role,
     tuple: &ConnTuple,
     scheme: &'static str,
@@ -35,7 +36,16 @@ pub fn http_span(
     {
         return grpc_span(ex, role, tuple);
     }
-    let (path, query) = split_target(&ex.target);
+    let HttpExchange {
+        method,
+        target,
+        version,
+        host,
+        user_agent,
+        status,
+        ..
+    } = ex;
+    let (path, query) = split_target(&target);
     let query = query.map(|q| {
         if opts.keep_query_strings {
             q.to_owned()
@@ -48,60 +58,64 @@ pub fn http_span(
     } else {
         SpanKind::Server
     };
+    let name = joined(&method, ' ', path);
+    let local = address(tuple.family, &tuple.local_addr);
+    let remote = address(tuple.family, &tuple.remote_addr).map(address_text);
+    let (host_header, host_port) = host.as_deref().map(split_host_port).unwrap_or((None, None));
+    // Everything that borrows the target is worked out before the target moves into `url.path`.
+    let (server, port, full) = match kind {
+        SpanKind::Server => (
+            host_header
+                .map(str::to_owned)
+                .or_else(|| local.map(address_text)),
+            host_port.or((tuple.local_port != 0).then_some(tuple.local_port)),
+            None,
+        ),
+        SpanKind::Client => {
+            let server = host_header.map(str::to_owned).or_else(|| remote.clone());
+            let port = host_port.or((tuple.remote_port != 0).then_some(tuple.remote_port));
+            let full = server
+                .as_deref()
+                .map(|s| full_url(scheme, s, port, path, query.as_deref()));
+            (server, port, full)
+        }
+    };
+    // Usually the target is just the path: then it becomes the attribute as it is.
+    let path = if path.len() == target.len() {
+        target
+    } else {
+        path.to_owned()
+    };
+
     let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(14);
-    attrs.push(("http.request.method", AttrValue::from(ex.method.as_str())));
-    attrs.push(("url.path", AttrValue::from(path)));
-    if let Some(q) = &query {
-        attrs.push(("url.query", AttrValue::from(q.as_str())));
+    attrs.push(("http.request.method", AttrValue::Str(method)));
+    attrs.push(("url.path", AttrValue::Str(path)));
+    if let Some(q) = query {
+        attrs.push(("url.query", AttrValue::Str(q)));
     }
     attrs.push(("url.scheme", AttrValue::from(scheme)));
     attrs.push(("network.protocol.name", AttrValue::from("http")));
-    if !ex.version.is_empty() {
-        attrs.push((
-            "network.protocol.version",
-            AttrValue::from(ex.version.as_str()),
-        ));
+    if !version.is_empty() {
+        attrs.push(("network.protocol.version", AttrValue::Str(version)));
     }
-    if let Some(status) = ex.status {
+    if let Some(status) = status {
         attrs.push(("http.response.status_code", AttrValue::Int(status as i64)));
     }
-    let local = address(tuple.family, &tuple.local_addr);
-    let remote = address(tuple.family, &tuple.remote_addr);
-    let (host_header, host_port) = ex
-        .host
-        .as_deref()
-        .map(split_host_port)
-        .unwrap_or((None, None));
+    if let Some(s) = server {
+        attrs.push(("server.address", AttrValue::Str(s)));
+    }
     match kind {
         SpanKind::Server => {
-            let server = host_header.clone().or_else(|| local.map(|a| a.to_string()));
-            if let Some(s) = server {
-                attrs.push(("server.address", AttrValue::Str(s)));
-            }
-            let port = host_port.or((tuple.local_port != 0).then_some(tuple.local_port));
             if let Some(p) = port {
                 attrs.push(("server.port", AttrValue::Int(p as i64)));
             }
-            if let Some(r) = remote {
-                attrs.push(("client.address", AttrValue::Str(r.to_string())));
+            if let Some(r) = &remote {
+                attrs.push(("client.address", AttrValue::Str(r.clone())));
                 attrs.push(("client.port", AttrValue::Int(tuple.remote_port as i64)));
             }
         }
         SpanKind::Client => {
-            let server = host_header
-                .clone()
-                .or_else(|| remote.map(|a| a.to_string()));
-            let port = host_port.or((tuple.remote_port != 0).then_some(tuple.remote_port));
-            if let Some(s) = &server {
-                attrs.push(("server.address", AttrValue::Str(s.clone())));
-                let authority = match port {
-                    Some(p) if p != default_port(scheme) => format!("{s}:{p}"),
-                    _ => s.clone(),
-                };
-                let full = match &query {
-                    Some(q) => format!("{scheme}://{authority}{path}?{q}"),
-                    None => format!("{scheme}://{authority}{path}"),
-                };
+            if let Some(full) = full {
                 attrs.push(("url.full", AttrValue::Str(full)));
             }
             if let Some(p) = port {
@@ -109,9 +123,9 @@ pub fn http_span(
             }
         }
     }
-    push_peer_and_agent(&mut attrs, remote, tuple.remote_port, ex);
+    push_peer_and_agent(&mut attrs, remote, tuple.remote_port, user_agent);
 
-    let status = match ex.status {
+    let status = match status {
         Some(code) if code >= 500 || (code >= 400 && kind == SpanKind::Client) => {
             attrs.push(("error.type", AttrValue::Str(code.to_string())));
             SpanStatus::Error {
@@ -127,11 +141,45 @@ pub fn http_span(
         _ => SpanStatus::Unset,
     };
     SpanShape {
-        name: format!("{} {}", ex.method, path),
+        name,
         kind,
         attributes: attrs,
         status,
     }
+}
+
+/// `{a}{sep}{b}` in one allocation of the right size (`format!` grows its string step by step).
+pub(super) fn joined(a: &str, sep: char, b: &str) -> String {
+    let mut s = String::with_capacity(a.len() + sep.len_utf8() + b.len());
+    s.push_str(a);
+    s.push(sep);
+    s.push_str(b);
+    s
+}
+
+/// `url.full`: the port is left out when it is the scheme's default.
+fn full_url(
+    scheme: &str,
+    host: &str,
+    port: Option<u16>,
+    path: &str,
+    query: Option<&str>,
+) -> String {
+    // "://", ":" and up to five digits, then "?".
+    let len = scheme.len() + host.len() + 9 + path.len() + query.map_or(0, |q| q.len() + 1);
+    let mut url = String::with_capacity(len);
+    url.push_str(scheme);
+    url.push_str("://");
+    url.push_str(host);
+    if let Some(p) = port.filter(|&p| p != default_port(scheme)) {
+        let _ = write!(url, ":{p}");
+    }
+    url.push_str(path);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
 }
 
 /// gRPC status codes by number, as named in the gRPC specification.
@@ -160,7 +208,7 @@ const GRPC_CODES: [&str; 17] = [
 const GRPC_SERVER_FAULTS: [i64; 6] = [2, 4, 12, 13, 14, 15];
 
 /// A gRPC call over HTTP/2: `rpc.*` attributes, named `package.Service/Method`.
-fn grpc_span(ex: &HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
+fn grpc_span(ex: HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
     let kind = if role == Role::Client {
         SpanKind::Client
     } else {
@@ -177,7 +225,7 @@ fn grpc_span(ex: &HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
     attrs.push(("rpc.method", AttrValue::from(method)));
     attrs.push(("network.protocol.name", AttrValue::from("http")));
     attrs.push(("network.protocol.version", AttrValue::from("2")));
-    let remote = address(tuple.family, &tuple.remote_addr);
+    let remote = address(tuple.family, &tuple.remote_addr).map(address_text);
     let (host, host_port) = ex
         .host
         .as_deref()
@@ -185,7 +233,7 @@ fn grpc_span(ex: &HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
         .unwrap_or((None, None));
     match kind {
         SpanKind::Client => {
-            if let Some(s) = host.or_else(|| remote.map(|a| a.to_string())) {
+            if let Some(s) = host.map(str::to_owned).or_else(|| remote.clone()) {
                 attrs.push(("server.address", AttrValue::Str(s)));
             }
             let port = host_port.or((tuple.remote_port != 0).then_some(tuple.remote_port));
@@ -197,13 +245,13 @@ fn grpc_span(ex: &HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
             if tuple.local_port != 0 {
                 attrs.push(("server.port", AttrValue::Int(tuple.local_port as i64)));
             }
-            if let Some(r) = remote {
-                attrs.push(("client.address", AttrValue::Str(r.to_string())));
+            if let Some(r) = &remote {
+                attrs.push(("client.address", AttrValue::Str(r.clone())));
                 attrs.push(("client.port", AttrValue::Int(tuple.remote_port as i64)));
             }
         }
     }
-    push_peer_and_agent(&mut attrs, remote, tuple.remote_port, ex);
+    push_peer_and_agent(&mut attrs, remote, tuple.remote_port, ex.user_agent);
     let code_name = ex.grpc_status.map(|c| {
         GRPC_CODES
             .get(c as usize)
@@ -222,12 +270,11 @@ fn grpc_span(ex: &HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
     };
     let status = if failed {
         let error_type = code_name
-            .clone()
-            .or_else(|| ex.reset.clone())
+            .or(ex.reset)
             .unwrap_or_else(|| "no_response".to_owned());
         attrs.push(("error.type", AttrValue::Str(error_type)));
         SpanStatus::Error {
-            message: ex.grpc_message.clone().unwrap_or_default(),
+            message: ex.grpc_message.unwrap_or_default(),
         }
     } else {
         SpanStatus::Unset
@@ -235,7 +282,7 @@ fn grpc_span(ex: &HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
     let name = if method.is_empty() {
         service.to_owned()
     } else {
-        format!("{service}/{method}")
+        joined(service, '/', method)
     };
     SpanShape {
         name,
@@ -248,16 +295,16 @@ fn grpc_span(ex: &HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
 /// `network.peer.*` (the other end of the connection) and `user_agent.original`.
 fn push_peer_and_agent(
     attrs: &mut Vec<(&'static str, AttrValue)>,
-    remote: Option<IpAddr>,
+    remote: Option<String>,
     remote_port: u16,
-    ex: &HttpExchange,
+    user_agent: Option<String>,
 ) {
     if let Some(r) = remote {
-        attrs.push(("network.peer.address", AttrValue::Str(r.to_string())));
+        attrs.push(("network.peer.address", AttrValue::Str(r)));
         attrs.push(("network.peer.port", AttrValue::Int(remote_port as i64)));
     }
-    if let Some(ua) = &ex.user_agent {
-        attrs.push(("user_agent.original", AttrValue::from(ua.as_str())));
+    if let Some(ua) = user_agent {
+        attrs.push(("user_agent.original", AttrValue::Str(ua)));
     }
 }
 
@@ -283,18 +330,27 @@ fn split_target(target: &str) -> (&str, Option<&str>) {
 
 /// Keep the parameter names, hide the values: `q=shoes&page=2` → `q=REDACTED&page=REDACTED`.
 pub fn redact_query(query: &str) -> String {
-    query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) => format!("{k}=REDACTED"),
-            None => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    const HIDDEN: &str = "=REDACTED";
+    // No parameter grows by more than `HIDDEN`: the string never needs to grow.
+    let params = query.bytes().filter(|&b| b == b'&').count() + 1;
+    let mut out = String::with_capacity(query.len() + params * HIDDEN.len());
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((k, _)) => {
+                out.push_str(k);
+                out.push_str(HIDDEN);
+            }
+            None => out.push_str(pair),
+        }
+    }
+    out
 }
 
 /// `example.com:8080` → (example.com, 8080); `[::1]:80` → (::1, 80).
-fn split_host_port(host: &str) -> (Option<String>, Option<u16>) {
+fn split_host_port(host: &str) -> (Option<&str>, Option<u16>) {
     let host = host.trim();
     if host.is_empty() {
         return (None, None);
@@ -303,15 +359,39 @@ fn split_host_port(host: &str) -> (Option<String>, Option<u16>) {
         && let Some((h, tail)) = rest.split_once(']')
     {
         let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
-        return (Some(h.to_owned()), port);
+        return (Some(h), port);
     }
     match host.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => match p.parse() {
-            Ok(port) => (Some(h.to_owned()), Some(port)),
-            Err(_) => (Some(host.to_owned()), None),
+            Ok(port) => (Some(h), Some(port)),
+            Err(_) => (Some(host), None),
         },
-        _ => (Some(host.to_owned()), None),
+        _ => (Some(host), None),
     }
+}
+
+/// An address as text. IPv4, by far the most common, is written directly: `to_string` costs
+/// several times as much (the formatting machinery, and two reallocations on the way).
+pub fn address_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let octets = v4.octets();
+    let digits = |n: u8| 1 + usize::from(n >= 10) + usize::from(n >= 100);
+    let mut text = String::with_capacity(3 + octets.iter().map(|&n| digits(n)).sum::<usize>());
+    for (i, n) in octets.into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if n >= 100 {
+            text.push(char::from(b'0' + n / 100));
+        }
+        if n >= 10 {
+            text.push(char::from(b'0' + n / 10 % 10));
+        }
+        text.push(char::from(b'0' + n % 10));
+    }
+    text
 }
 
 pub fn address(family: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
@@ -359,7 +439,7 @@ mod tests {
             status: Some(503),
             ..Default::default()
         };
-        let s = http_span(&ex, Role::Server, &tuple(), "http", HttpOptions::default());
+        let s = http_span(ex, Role::Server, &tuple(), "http", HttpOptions::default());
         assert_eq!(s.name, "GET /items/7");
         assert_eq!(s.kind, SpanKind::Server);
         assert_eq!(
@@ -392,7 +472,13 @@ mod tests {
             status: Some(404),
             ..Default::default()
         };
-        let s = http_span(&ex, Role::Client, &tuple(), "http", HttpOptions::default());
+        let s = http_span(
+            ex.clone(),
+            Role::Client,
+            &tuple(),
+            "http",
+            HttpOptions::default(),
+        );
         assert_eq!(
             get(&s, "url.full"),
             Some(&AttrValue::from(
@@ -401,7 +487,7 @@ mod tests {
         );
         assert!(matches!(s.status, SpanStatus::Error { .. }));
         let kept = http_span(
-            &ex,
+            ex,
             Role::Client,
             &tuple(),
             "http",
@@ -429,7 +515,13 @@ mod tests {
             grpc_message: Some("no such greeter".into()),
             ..Default::default()
         };
-        let client = http_span(&ex, Role::Client, &tuple(), "http", HttpOptions::default());
+        let client = http_span(
+            ex.clone(),
+            Role::Client,
+            &tuple(),
+            "http",
+            HttpOptions::default(),
+        );
         assert_eq!(client.name, "helloworld.Greeter/SayHello");
         assert_eq!(
             get(&client, "rpc.system.name"),
@@ -449,14 +541,20 @@ mod tests {
         );
         assert!(matches!(client.status, SpanStatus::Error { .. }));
         // NOT_FOUND is the caller's problem, not a server failure.
-        let server = http_span(&ex, Role::Server, &tuple(), "http", HttpOptions::default());
+        let server = http_span(
+            ex.clone(),
+            Role::Server,
+            &tuple(),
+            "http",
+            HttpOptions::default(),
+        );
         assert!(matches!(server.status, SpanStatus::Unset));
         let internal = HttpExchange {
             grpc_status: Some(13),
             ..ex
         };
         let server = http_span(
-            &internal,
+            internal,
             Role::Server,
             &tuple(),
             "http",
@@ -466,9 +564,29 @@ mod tests {
     }
 
     #[test]
+    fn address_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.9.99.100",
+            "255.255.255.255",
+            "192.168.1.20",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let text = address_text(ip);
+            assert_eq!(text, ip.to_string());
+            if ip.is_ipv4() {
+                assert_eq!(text.capacity(), text.len(), "{ip}");
+            }
+        }
+    }
+
+    #[test]
     fn host_and_target_forms() {
-        assert_eq!(split_host_port("[::1]:80"), (Some("::1".into()), Some(80)));
-        assert_eq!(split_host_port("h"), (Some("h".into()), None));
+        assert_eq!(split_host_port("[::1]:80"), (Some("::1"), Some(80)));
+        assert_eq!(split_host_port("h"), (Some("h"), None));
         assert_eq!(split_target("http://x:1/p?q"), ("/p", Some("q")));
         assert_eq!(split_target("*"), ("*", None));
     }

@@ -53,7 +53,7 @@ impl SpanFactory {
 
     /// A process produced traffic: make sure its resource is known before it can exit.
     pub fn note_process(&mut self, tgid: u32) {
-        self.resources.get(tgid);
+        self.resources.note(tgid);
     }
 
     /// The process exec'd or exited: its resource must be read again next time, and what it
@@ -101,12 +101,12 @@ impl SpanFactory {
         &mut self,
         meta: &ConnectionMeta,
         tid: u32,
-        ex: &Exchange,
+        ex: Exchange,
     ) -> Option<(SpanRecord, bool)> {
         if matches!(ex.detail, ExchangeDetail::Db(_)) && meta.role == Role::Server {
             return None;
         }
-        let shape = match &ex.detail {
+        let shape = match ex.detail {
             ExchangeDetail::Http(http) => {
                 let scheme = if meta.tls { "https" } else { "http" };
                 http_span(http, meta.role, &meta.tuple, scheme, self.opts.http)

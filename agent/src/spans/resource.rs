@@ -1,7 +1,9 @@
 //! One OpenTelemetry resource per traced process, read from /proc: the service name the process
 //! would have given itself, and what identifies the process.
 
-use std::{collections::HashMap, fs, path::Path, sync::Arc};
+use std::{fs, path::Path, sync::Arc};
+
+use foldhash::HashMap;
 
 use super::model::{AttrValue, ProcessResource};
 
@@ -208,20 +210,25 @@ pub struct ResourceCache {
 impl ResourceCache {
     pub fn new() -> Self {
         Self {
-            by_pid: HashMap::new(),
+            by_pid: HashMap::default(),
             host_name: host_name(),
         }
     }
 
     pub fn get(&mut self, pid: u32) -> Arc<ProcessResource> {
-        if let Some(known) = self.by_pid.get(&pid) {
-            return known.clone();
-        }
+        self.entry(pid).clone()
+    }
+
+    /// Read the process's resource now unless it is known already.
+    pub fn note(&mut self, pid: u32) {
+        self.entry(pid);
+    }
+
+    fn entry(&mut self, pid: u32) -> &Arc<ProcessResource> {
         let host = &self.host_name;
         self.by_pid
             .entry(pid)
             .or_insert_with(|| Arc::new(build_resource(&ProcessFacts::read(pid), host)))
-            .clone()
     }
 
     pub fn forget(&mut self, pid: u32) {

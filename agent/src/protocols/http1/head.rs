@@ -3,6 +3,8 @@
 //! Everything here works on borrowed bytes; the only allocations are the few bounded strings a
 //! parsed head carries.
 
+use memchr::{memchr, memchr_iter, memrchr};
+
 use crate::protocols::Flow;
 
 /// Methods accepted where we have no framing to trust (connection detection, resynchronisation).
@@ -101,7 +103,7 @@ pub(super) fn chunk_starts_message(flow: Flow, data: &[u8], allow_prefix: bool) 
         return false;
     }
     let searched = &data[..data.len().min(MAX_START_LINE_LEN)];
-    match searched.iter().position(|&b| b == b'\n') {
+    match memchr(b'\n', searched) {
         Some(nl) => {
             let line = strip_cr(&data[..nl]);
             match flow {
@@ -173,7 +175,7 @@ pub(super) fn valid_start_line(flow: Flow, line: &[u8]) -> bool {
 /// lines count and the start line may be cut (a request needs its method, a response its
 /// status code). Returns `None` when not even that much is there.
 pub(super) fn parse_head(flow: Flow, buf: &[u8], partial: bool) -> Option<Head> {
-    let first_nl = buf.iter().position(|&b| b == b'\n');
+    let first_nl = memchr(b'\n', buf);
     let first_line = strip_cr(&buf[..first_nl.unwrap_or(buf.len())]);
     let start = match (flow, first_nl) {
         (Flow::Request, Some(_)) => request_start(parse_request_line(first_line)?),
@@ -197,12 +199,15 @@ pub(super) fn parse_head(flow: Flow, buf: &[u8], partial: bool) -> Option<Head> 
     };
     // Header lines are those between the first line and the last line end; anything after the
     // last line end is a cut line and is ignored.
-    let (Some(first_nl), Some(last_nl)) = (first_nl, buf.iter().rposition(|&b| b == b'\n')) else {
+    let (Some(first_nl), Some(last_nl)) = (first_nl, memrchr(b'\n', buf)) else {
         return Some(head);
     };
     if last_nl > first_nl {
-        for line in buf[first_nl + 1..last_nl].split(|&b| b == b'\n') {
-            head.add_header_line(flow, strip_cr(line));
+        let block = &buf[first_nl + 1..last_nl];
+        let mut start = 0;
+        for end in memchr_iter(b'\n', block).chain([block.len()]) {
+            head.add_header_line(flow, strip_cr(&block[start..end]));
+            start = end + 1;
         }
     }
     Some(head)
@@ -214,7 +219,7 @@ impl Head {
         if line.first().is_none_or(|&b| b == b' ' || b == b'\t') {
             return;
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some(colon) = memchr(b':', line) else {
             return;
         };
         let name = &line[..colon];
@@ -293,7 +298,7 @@ fn request_start(line: RequestLine<'_>) -> StartLine {
 /// `METHOD SP request-target SP HTTP/1.x`
 fn parse_request_line(line: &[u8]) -> Option<RequestLine<'_>> {
     let (method, rest) = split_method(line)?;
-    let sp = rest.iter().position(|&b| b == b' ')?;
+    let sp = memchr(b' ', rest)?;
     let target = &rest[..sp];
     if target.is_empty() || !target.iter().all(|&b| is_target_byte(b)) {
         return None;

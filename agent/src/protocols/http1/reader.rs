@@ -4,6 +4,8 @@
 //! The reader knows nothing about the other direction: the session chooses each message's
 //! body framing after seeing its head (a response's framing depends on the request's method).
 
+use memchr::memchr;
+
 use super::head::{self, Head, Prefix};
 use crate::protocols::Flow;
 
@@ -103,13 +105,9 @@ enum BodyProgress {
 pub(super) struct Reader {
     flow: Flow,
     state: State,
-    /// The header block being collected (bounded by `MAX_HEAD_BYTES`).
+    /// The header block being collected (bounded by `MAX_HEAD_BYTES`) when it spans chunks.
     head: Vec<u8>,
-    /// Where the line being scanned starts in `head`, and whether the first line was checked.
-    line_start: usize,
-    first_line_done: bool,
-    /// The start of `head` was checked to be a plausible start line.
-    prefix_ok: bool,
+    scan: HeadScan,
     message_start_ns: u64,
     message_partial: bool,
     chunk_first_ns: u64,
@@ -122,9 +120,7 @@ impl Reader {
             flow,
             state: State::Idle,
             head: Vec::new(),
-            line_start: 0,
-            first_line_done: false,
-            prefix_ok: false,
+            scan: HeadScan::default(),
             message_start_ns: 0,
             message_partial: false,
             chunk_first_ns: 0,
@@ -235,15 +231,14 @@ impl Reader {
                         self.state = State::Resync;
                     }
                     HeadProgress::Cut => self.state = State::Abandoning,
-                    HeadProgress::Complete => {
-                        let parsed = head::parse_head(self.flow, &self.head, false);
+                    HeadProgress::Complete(parsed) => {
                         if let Some(event) = self.report_head(parsed) {
                             return Some(event);
                         }
                     }
                 },
                 State::Abandoning => {
-                    let parsed = if self.prefix_ok {
+                    let parsed = if self.scan.prefix_ok {
                         head::parse_head(self.flow, &self.head, true)
                     } else {
                         None
@@ -309,9 +304,7 @@ impl Reader {
     fn begin_head(&mut self) {
         self.state = State::Head;
         self.head.clear();
-        self.line_start = 0;
-        self.first_line_done = false;
-        self.prefix_ok = false;
+        self.scan = HeadScan::default();
         self.message_start_ns = self.chunk_first_ns;
         self.message_partial = false;
     }
@@ -338,40 +331,39 @@ impl Reader {
         }
     }
 
-    /// Appends input to the head buffer up to the blank line that ends the block.
+    /// Reads input up to the blank line that ends the header block, and parses the block.
     fn read_head(&mut self, input: &mut Input<'_>) -> HeadProgress {
-        let room = MAX_HEAD_BYTES - self.head.len();
-        let window = &input.data[..input.data.len().min(room)];
+        let data = input.data;
+        let window = &data[..data.len().min(MAX_HEAD_BYTES - self.head.len())];
         let old_len = self.head.len();
-        self.head.extend_from_slice(window);
-
-        if !self.prefix_ok {
-            match head::start_prefix(self.flow, &self.head) {
-                Prefix::Valid => self.prefix_ok = true,
-                Prefix::Undecided => {}
-                Prefix::Invalid => return HeadProgress::Invalid,
-            }
-        }
-        let mut scan = old_len;
-        while let Some(offset) = self.head[scan..].iter().position(|&b| b == b'\n') {
-            let nl = scan + offset;
-            let line = &self.head[self.line_start..nl];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if !self.first_line_done {
-                if !head::valid_start_line(self.flow, line) {
-                    return HeadProgress::Invalid;
+        if old_len == 0 {
+            // Usually the whole head is in one chunk: parse it where it is, copying nothing.
+            match self.scan.advance(self.flow, window, 0) {
+                Scan::Complete(len) => {
+                    input.data = &data[len..];
+                    return HeadProgress::Complete(head::parse_head(
+                        self.flow,
+                        &window[..len],
+                        false,
+                    ));
                 }
-                self.first_line_done = true;
-            } else if line.is_empty() {
-                self.head.truncate(nl + 1);
-                input.data = &input.data[nl + 1 - old_len..];
-                return HeadProgress::Complete;
+                Scan::Invalid => return HeadProgress::Invalid,
+                Scan::Incomplete => self.head.extend_from_slice(window),
             }
-            self.line_start = nl + 1;
-            scan = nl + 1;
+        } else {
+            self.head.extend_from_slice(window);
+            match self.scan.advance(self.flow, &self.head, old_len) {
+                Scan::Complete(len) => {
+                    self.head.truncate(len);
+                    input.data = &data[len - old_len..];
+                    return HeadProgress::Complete(head::parse_head(self.flow, &self.head, false));
+                }
+                Scan::Invalid => return HeadProgress::Invalid,
+                Scan::Incomplete => {}
+            }
         }
 
-        input.data = &input.data[window.len()..];
+        input.data = &data[window.len()..];
         // Bytes left over mean the head outgrew its buffer; a gap or the end cut it short.
         if !input.data.is_empty() || input.gap > 0 || input.eof {
             HeadProgress::Cut
@@ -383,9 +375,57 @@ impl Reader {
 
 enum HeadProgress {
     NeedMore,
-    Complete,
+    /// The block is complete (and was consumed); this is what it parsed to.
+    Complete(Option<Head>),
     Invalid,
     Cut,
+}
+
+/// How far a header block has been checked, so that each byte is looked at once.
+#[derive(Default)]
+struct HeadScan {
+    /// Where the line being scanned starts, and whether the first line was checked.
+    line_start: usize,
+    first_line_done: bool,
+    /// The start of the block was checked to be a plausible start line.
+    prefix_ok: bool,
+}
+
+enum Scan {
+    /// The block, blank line included, is this long.
+    Complete(usize),
+    Incomplete,
+    Invalid,
+}
+
+impl HeadScan {
+    /// Checks `block` (the header block so far) from `from` on.
+    fn advance(&mut self, flow: Flow, block: &[u8], from: usize) -> Scan {
+        if !self.prefix_ok {
+            match head::start_prefix(flow, block) {
+                Prefix::Valid => self.prefix_ok = true,
+                Prefix::Undecided => {}
+                Prefix::Invalid => return Scan::Invalid,
+            }
+        }
+        let mut scan = from;
+        while let Some(offset) = memchr(b'\n', &block[scan..]) {
+            let nl = scan + offset;
+            let line = &block[self.line_start..nl];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !self.first_line_done {
+                if !head::valid_start_line(flow, line) {
+                    return Scan::Invalid;
+                }
+                self.first_line_done = true;
+            } else if line.is_empty() {
+                return Scan::Complete(nl + 1);
+            }
+            self.line_start = nl + 1;
+            scan = nl + 1;
+        }
+        Scan::Incomplete
+    }
 }
 
 /// Skips up to `remaining` bytes of input, captured first, then uncaptured.
