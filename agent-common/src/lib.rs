@@ -257,19 +257,17 @@ pub mod syscall_kind {
 /// Entries of `SYSCALL_KINDS`: syscall numbers at or above it are never ours.
 pub const SYSCALL_KINDS_LEN: u32 = 512;
 
-/// Where this architecture's `struct pt_regs` keeps the first three syscall arguments and the
-/// syscall number (raw syscall tracepoints hand over the registers, not the arguments), and how
-/// to tell a native syscall from a 32-bit compat one, whose numbers mean other calls.
+/// Where this architecture's `struct pt_regs` keeps the first three syscall arguments (the raw
+/// `sys_enter` tracepoint hands over the registers, not the arguments), and how to tell a
+/// native syscall from a 32-bit compat one, whose numbers mean other calls.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyscallRegs {
     pub arg0: u16,
     pub arg1: u16,
     pub arg2: u16,
-    pub nr: u16,
     /// The register that tells the mode (x86-64: `cs`; arm64: `pstate`).
     pub mode: u16,
-    pub _pad: u16,
     /// A syscall is native when `mode & mode_mask == mode_native`.
     pub mode_mask: u32,
     pub mode_native: u32,
@@ -319,9 +317,7 @@ impl CaptureConfig {
                 arg0: 0,
                 arg1: 0,
                 arg2: 0,
-                nr: 0,
                 mode: 0,
-                _pad: 0,
                 mode_mask: 0,
                 mode_native: 0,
             },
@@ -352,7 +348,7 @@ mod tests {
         assert_eq!(size_of::<ProcessEvent>(), 4 + 4 + 8);
         assert_eq!(size_of::<WakeEvent>(), 4 + 4 * 3 + 8);
         assert_eq!(size_of::<TracepointOffsets>(), 16 * 2);
-        assert_eq!(size_of::<SyscallRegs>(), 6 * 2 + 2 * 4);
-        assert_eq!(size_of::<CaptureConfig>(), 4 * 4 + 16 * 2 + 20);
+        assert_eq!(size_of::<SyscallRegs>(), 4 * 2 + 2 * 4);
+        assert_eq!(size_of::<CaptureConfig>(), 4 * 4 + 16 * 2 + 16);
     }
 }

@@ -23,9 +23,17 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
-    let _ = syscalls::try_exit(&ctx);
+/// Attached to the exit tracepoint of every data syscall.
+#[tracepoint]
+pub fn exit_io(ctx: TracePointContext) -> u32 {
+    let _ = syscalls::try_exit_io(&ctx);
+    0
+}
+
+/// Attached to `sys_exit_accept4` and `sys_exit_accept`.
+#[tracepoint]
+pub fn exit_accept(ctx: TracePointContext) -> u32 {
+    let _ = syscalls::try_exit_accept(&ctx);
     0
 }
 

@@ -1,13 +1,17 @@
-//! The two raw syscall tracepoints every syscall passes through, dispatched by syscall number.
+//! Syscall entry through the raw `sys_enter` tracepoint, dispatched by syscall number; exits
+//! through the per-syscall exit tracepoints of the few syscalls that need one.
 //!
-//! Raw `sys_enter`/`sys_exit` hand over the registers, unlike the per-syscall
-//! `syscalls:sys_enter_*` tracepoints, which first build a perf record of the arguments for every
-//! event. That bookkeeping cost more than the programs themselves (a read or write of an
-//! untraced process paid about twice as much), so the numbers we care about are looked up in a
-//! small array filled by userspace for this architecture, and every other syscall leaves at once.
+//! Raw `sys_enter` hands over the registers, unlike the per-syscall `syscalls:sys_enter_*`
+//! tracepoints, which first build a perf record of the arguments for every event. That
+//! bookkeeping cost more than the programs themselves, so the numbers we care about are looked
+//! up in a small array filled by userspace for this architecture, and every other syscall
+//! leaves at once.
 
 use agent_common::{Direction, IoSyscall, SYSCALL_KINDS_LEN, SyscallRegs, syscall_kind};
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::RawTracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    programs::{RawTracePointContext, TracePointContext},
+};
 
 use crate::{
     io::{self, Layout},
@@ -100,21 +104,23 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
 }
 
-/// `raw_syscalls:sys_exit(struct pt_regs *regs, long ret)`.
-pub fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let regs: u64 = ctx.arg(0);
-    let at = config().regs;
-    let kind = kind_of(read_reg(regs, at.nr)?);
-    if kind == syscall_kind::NONE || kind == syscall_kind::CLOSE || kind == syscall_kind::CONNECT {
-        return Ok(());
-    }
-    let ret: i64 = ctx.arg(1);
-    if kind == syscall_kind::ACCEPT {
-        if is_native(regs, &at) {
-            sockets::accepted(ret);
-        }
-        return Ok(());
-    }
-    // A data syscall's exit only finishes what its (native) entry recorded.
+/// Exits go through the per-syscall `syscalls:sys_exit_*` tracepoints of the data syscalls and
+/// accept only: a raw `sys_exit` would run for every syscall's exit on the host and need a
+/// register read just to learn which syscall it was. (They never fire for compat syscalls.)
+/// `ret` sits at a fixed offset of their record; userspace checks it against tracefs.
+pub const EXIT_RET: usize = 16;
+
+/// `syscalls:sys_exit_{read,write,...}`.
+pub fn try_exit_io(ctx: &TracePointContext) -> Result<(), i64> {
+    // SAFETY: the syscall exit record layout, checked by userspace.
+    let ret: i64 = unsafe { ctx.read_at(EXIT_RET) }.map_err(i64::from)?;
     io::exit(ret)
+}
+
+/// `syscalls:sys_exit_accept` / `sys_exit_accept4`.
+pub fn try_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
+    // SAFETY: as above.
+    let ret: i64 = unsafe { ctx.read_at(EXIT_RET) }.map_err(i64::from)?;
+    sockets::accepted(ret);
+    Ok(())
 }

@@ -17,11 +17,22 @@ use super::{syscalls, tracefs};
 static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
 /// Raw tracepoints every syscall passes through (program, tracepoint). Required.
-const SYSCALL_PATH: &[(&str, &str)] = &[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
+const SYSCALL_PATH: &[(&str, &str)] = &[("sys_enter", "sys_enter")];
 
 /// Which program serves which tracepoints. The first group is required; without it nothing can
-/// be captured.
+/// be captured. Only these syscalls' exits are watched (see the kernel's `syscalls` module).
 const DATA_PATH: &[(&str, &str, &str)] = &[
+    ("exit_io", "syscalls", "sys_exit_read"),
+    ("exit_io", "syscalls", "sys_exit_recvfrom"),
+    ("exit_io", "syscalls", "sys_exit_readv"),
+    ("exit_io", "syscalls", "sys_exit_recvmsg"),
+    ("exit_io", "syscalls", "sys_exit_write"),
+    ("exit_io", "syscalls", "sys_exit_sendto"),
+    ("exit_io", "syscalls", "sys_exit_writev"),
+    ("exit_io", "syscalls", "sys_exit_sendmsg"),
+    ("exit_io", "syscalls", "sys_exit_sendfile64"),
+    ("exit_accept", "syscalls", "sys_exit_accept4"),
+    ("exit_accept", "syscalls", "sys_exit_accept"),
     ("sock_io", "sock", "sock_send_length"),
     ("sock_io", "sock", "sock_recv_length"),
 ];

@@ -1,6 +1,6 @@
-//! This architecture's syscall numbers and register layout, for the raw `sys_enter`/`sys_exit`
-//! programs: they see only a number and the saved registers, so userspace tells them which
-//! numbers matter and where the arguments are.
+//! This architecture's syscall numbers and register layout, for the raw `sys_enter` program: it
+//! sees only a number and the saved registers, so userspace tells it which numbers matter and
+//! where the arguments are.
 
 use agent_common::{IoSyscall, SYSCALL_KINDS_LEN, SyscallRegs, syscall_kind};
 
@@ -9,7 +9,7 @@ pub fn table() -> &'static [(u32, u8)] {
     TABLE
 }
 
-/// Offsets in `struct pt_regs` of the first three arguments and of the syscall number.
+/// Offsets in `struct pt_regs` of the first three arguments and of the mode register.
 pub fn regs() -> SyscallRegs {
     REGS
 }
@@ -35,16 +35,14 @@ const TABLE: &[(u32, u8)] = &[
     (288, syscall_kind::ACCEPT),
 ];
 
-/// x86_64 `struct pt_regs`: di, si, dx hold the first arguments; orig_ax the number; a native
+/// x86_64 `struct pt_regs`: di, si, dx hold the first arguments; a native
 /// syscall comes from the 64-bit user code segment (`__USER_CS`).
 #[cfg(target_arch = "x86_64")]
 const REGS: SyscallRegs = SyscallRegs {
     arg0: 112,
     arg1: 104,
     arg2: 96,
-    nr: 120,
     mode: 136,
-    _pad: 0,
     mode_mask: 0xffff,
     mode_native: 0x33,
 };
@@ -66,17 +64,14 @@ const TABLE: &[(u32, u8)] = &[
     (242, syscall_kind::ACCEPT),
 ];
 
-/// arm64 `struct user_pt_regs` then the kernel's extras: x0..x2 first, `syscallno` at 280
-/// (x0 is overwritten by the return value, but only the entry reads arguments); AArch32 tasks
-/// have `PSR_MODE32_BIT` set in `pstate`.
+/// arm64 `struct user_pt_regs`: x0..x2 first; AArch32 tasks have `PSR_MODE32_BIT` set in
+/// `pstate`.
 #[cfg(target_arch = "aarch64")]
 const REGS: SyscallRegs = SyscallRegs {
     arg0: 0,
     arg1: 8,
     arg2: 16,
-    nr: 280,
     mode: 264,
-    _pad: 0,
     mode_mask: 0x10,
     mode_native: 0,
 };

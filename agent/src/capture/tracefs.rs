@@ -99,6 +99,11 @@ pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
             bail!("sock:sock_recv_length and sock:sock_send_length differ in field `{f}`");
         }
     }
+    // The syscall exit programs read `ret` at a fixed offset: check it.
+    let ret = field_offset(root, "syscalls", "sys_exit_read", "ret")?;
+    if ret != 16 {
+        bail!("syscalls:sys_exit_read has `ret` at offset {ret}, expected 16");
+    }
     Ok(TracepointOffsets {
         sock_len_sk: sock("sk")?,
         sock_len_family: sock("family")?,
