@@ -61,6 +61,9 @@ pub struct Connections {
     /// Keyed by process, socket and whether the stream is TLS plaintext: the ciphertext of a
     /// TLS connection (its handshake) and its plaintext are separate streams.
     table: HashMap<(u32, u64, bool), Connection>,
+    /// Connections per process: most processes that exit had none, and then nothing has to be
+    /// searched.
+    per_process: HashMap<u32, u32>,
     max_connections: usize,
     stats: StreamStats,
     /// Reused for every chunk, so that decoding allocates only what it outputs.
@@ -100,6 +103,7 @@ impl Connections {
         Self {
             self_traffic,
             table: HashMap::default(),
+            per_process: HashMap::default(),
             max_connections,
             stats: StreamStats::default(),
             scratch: Scratch::default(),
@@ -128,6 +132,7 @@ impl Connections {
                     self.stats.connections_agent_own += 1;
                     conn.state = DecodeState::Unsupported;
                 }
+                *self.per_process.entry(ev.tgid).or_default() += 1;
                 slot.insert(conn)
             }
         };
@@ -144,7 +149,7 @@ impl Connections {
 
     pub fn on_close(&mut self, tgid: u32, sock: u64, at_ns: u64, out: &mut Vec<Finished>) {
         for tls in [false, true] {
-            if let Some(conn) = self.table.remove(&(tgid, sock, tls)) {
+            if let Some(conn) = self.remove(&(tgid, sock, tls)) {
                 self.stats.exchanges += conn.finish(at_ns, &mut self.scratch.exchanges, out) as u64;
             }
         }
@@ -152,6 +157,9 @@ impl Connections {
 
     /// The process is gone: every one of its connections ends.
     pub fn on_process_exit(&mut self, tgid: u32, at_ns: u64, out: &mut Vec<Finished>) {
+        if !self.per_process.contains_key(&tgid) {
+            return;
+        }
         let keys: Vec<_> = self
             .table
             .keys()
@@ -159,7 +167,7 @@ impl Connections {
             .copied()
             .collect();
         for key in keys {
-            if let Some(conn) = self.table.remove(&key) {
+            if let Some(conn) = self.remove(&key) {
                 self.stats.exchanges += conn.finish(at_ns, &mut self.scratch.exchanges, out) as u64;
             }
         }
@@ -180,15 +188,27 @@ impl Connections {
             .map(|(k, _)| *k)
             .collect();
         for key in stale {
-            if let Some(conn) = self.table.remove(&key) {
+            if let Some(conn) = self.remove(&key) {
                 self.stats.exchanges +=
                     conn.finish(now_ns, &mut self.scratch.exchanges, out) as u64;
             }
         }
     }
 
+    fn remove(&mut self, key: &(u32, u64, bool)) -> Option<Connection> {
+        let conn = self.table.remove(key)?;
+        if let Some(count) = self.per_process.get_mut(&key.0) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_process.remove(&key.0);
+            }
+        }
+        Some(conn)
+    }
+
     /// The agent is stopping: flush every decoder.
     pub fn close_all(&mut self, now_ns: u64, out: &mut Vec<Finished>) {
+        self.per_process.clear();
         for (_, conn) in self.table.drain() {
             self.stats.exchanges += conn.finish(now_ns, &mut self.scratch.exchanges, out) as u64;
         }

@@ -101,6 +101,9 @@ pub struct TraceAssembler {
     serving_conn: HashMap<Endpoints, BTreeMap<u64, RequestKey>>,
     /// Which server request a thread's last call was attributed to.
     thread_affinity: HashMap<u32, RequestKey>,
+    /// Requests in flight per process: most processes that exec or exit had none, and then
+    /// nothing has to be searched.
+    per_process: HashMap<u32, u32>,
     pub stats: AssemblyStats,
 }
 
@@ -135,7 +138,7 @@ impl TraceAssembler {
             return;
         }
         if self.in_flight.len() >= MAX_IN_FLIGHT {
-            self.evict_oldest();
+            self.evict_oldest_share();
         }
         let ctx = match role {
             Role::Server => self.server_context(tuple, traceparent, tracestate),
@@ -165,6 +168,7 @@ impl TraceAssembler {
             self.claim_early_server(tuple, key.start_ns, &ctx);
             mirrored(tuple)
         };
+        *self.per_process.entry(key.tgid).or_default() += 1;
         self.in_flight.insert(
             key,
             InFlight {
@@ -252,6 +256,9 @@ impl TraceAssembler {
 
     /// The process is gone: forget what it had in flight.
     pub fn on_process_exit(&mut self, tgid: u32) {
+        if !self.per_process.contains_key(&tgid) {
+            return;
+        }
         let keys: Vec<RequestKey> = self
             .in_flight
             .keys()
@@ -270,13 +277,26 @@ impl TraceAssembler {
         }
     }
 
-    fn evict_oldest(&mut self) {
-        if let Some(oldest) = self.in_flight.keys().min_by_key(|k| k.start_ns).copied() {
-            self.forget(oldest);
+    /// The table is full: forget the oldest sixteenth in one pass, so that a flood of requests
+    /// that never end costs one scan per few thousand requests, not one per request.
+    fn evict_oldest_share(&mut self) {
+        let mut keys: Vec<RequestKey> = self.in_flight.keys().copied().collect();
+        let n = (keys.len() / 16).max(1);
+        if n < keys.len() {
+            keys.select_nth_unstable_by_key(n, |k| k.start_ns);
+        }
+        for key in keys.into_iter().take(n) {
+            self.forget(key);
         }
     }
 
     fn unindex(&mut self, key: RequestKey, role: Role, ends: Endpoints) {
+        if let Some(count) = self.per_process.get_mut(&key.tgid) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_process.remove(&key.tgid);
+            }
+        }
         match role {
             Role::Server => {
                 if let Some(m) = self.serving.get_mut(&key.tgid) {
@@ -542,10 +562,28 @@ mod tests {
         for i in 0..(MAX_IN_FLIGHT as u64 + 10) {
             a.on_request_start(key(1, i, i), Role::Server, &tuple(8000, 1), 1, None, None);
         }
-        assert_eq!(a.in_flight(), MAX_IN_FLIGHT);
-        assert_eq!(a.stats.evicted, 10);
+        // Full once: the oldest sixteenth went in one pass.
+        let share = MAX_IN_FLIGHT / 16;
+        assert_eq!(a.stats.evicted, share as u64);
+        assert_eq!(a.in_flight(), MAX_IN_FLIGHT + 10 - share);
+        let oldest_left = a.in_flight.keys().map(|k| k.start_ns).min();
+        assert_eq!(oldest_left, Some(share as u64));
         a.evict_stale(u64::MAX);
         assert_eq!(a.in_flight(), 0);
+        assert!(a.per_process.is_empty());
+    }
+
+    #[test]
+    fn process_exit_forgets_only_that_process() {
+        let mut a = TraceAssembler::new();
+        a.on_request_start(key(1, 10, 1), Role::Server, &tuple(8000, 1), 1, None, None);
+        a.on_request_start(key(2, 20, 2), Role::Server, &tuple(8000, 2), 2, None, None);
+        a.on_process_exit(3);
+        assert_eq!(a.in_flight(), 2);
+        a.on_process_exit(1);
+        assert_eq!(a.in_flight(), 1);
+        assert_eq!(a.per_process.get(&2), Some(&1));
+        assert!(!a.per_process.contains_key(&1));
     }
 
     fn hex(b: &[u8]) -> String {
