@@ -369,3 +369,36 @@ fn json_lines_for_the_process_on_a_port() {
     assert_eq!(span["service"], "shop", "{span}");
     assert_eq!(span["trace_id"].as_str().map(str::len), Some(32), "{span}");
 }
+
+/// `--pid` traces that process and no other, even one running the same program.
+#[test]
+fn pid_selects_one_process() {
+    require_capture!();
+    let _serial = serial();
+    let (chosen, chosen_port) = python_service::<&str>("shop.py", &[]);
+    let (_other, other_port) = python_service::<&str>("shop.py", &[]);
+    let pid_arg = chosen.pid().to_string();
+    let agent = Agent::start(&["--pid", &pid_arg, "--output", "json"], &[]);
+    for port in [chosen_port, other_port] {
+        curl(&[
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{port}/items/{port}"),
+        ]);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (stdout, _) = agent.stop();
+    let names: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            let span: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            span["name"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![format!("GET /items/{chosen_port}")],
+        "only process {pid_arg} is traced:\n{stdout}"
+    );
+}
