@@ -78,7 +78,7 @@ pub fn check() -> bool {
         r.line(
             missing_required.is_empty(),
             true,
-            "socket I/O tracepoints (raw_syscalls, sock)",
+            "socket I/O tracepoints (syscalls, sock)",
             &if missing_required.is_empty() {
                 format!("{total} wanted, all required present")
             } else {
