@@ -207,7 +207,7 @@ pub enum Counter {
     IovecsTruncated = 3,
     /// Payload copies that faulted (unmapped user memory).
     CopyFailed = 4,
-    /// In-flight syscall table full: a socket syscall went untraced.
+    /// A syscall's in-flight slot was taken by another thread's: a socket syscall went untraced.
     InflightTableFull = 5,
     /// Control records (close, exec, exit) lost because the ring buffer was full.
     ControlEventsLost = 6,

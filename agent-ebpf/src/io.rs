@@ -19,8 +19,8 @@ use aya_ebpf::{
 
 use crate::{
     maps::{
-        EVENTS, FD_ROLES, INFLIGHT, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, WAKE_ARMED,
-        config, count, wakeup_flags,
+        EVENTS, FD_ROLES, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, WAKE_ARMED, config, count,
+        inflight_slot, wakeup_flags,
     },
     sockets::fd_key,
     tls,
@@ -63,7 +63,15 @@ pub fn enter(
         }
         Layout::Counted => (0, 0, 0),
     };
-    let io = InflightIo {
+    let Some(slot) = inflight_slot(pid_tgid) else {
+        return Ok(());
+    };
+    if slot.owner != 0 && slot.owner != pid_tgid {
+        // Another thread's syscall is still open in this slot: it is given up.
+        count(Counter::InflightTableFull);
+    }
+    *slot = InflightIo {
+        owner: pid_tgid,
         buf,
         iov,
         sock: 0,
@@ -74,9 +82,6 @@ pub fn enter(
         direction: direction as u8,
         _pad: [0; 6],
     };
-    if INFLIGHT.insert(pid_tgid, io, 0).is_err() {
-        count(Counter::InflightTableFull);
-    }
     Ok(())
 }
 
@@ -84,9 +89,12 @@ pub fn enter(
 /// acting on this socket.
 pub fn try_mark_socket(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(io) = INFLIGHT.get_ptr_mut(pid_tgid) else {
+    let Some(io) = inflight_slot(pid_tgid) else {
         return Ok(());
     };
+    if io.owner != pid_tgid {
+        return Ok(());
+    }
     let off = config().offsets;
     // SAFETY: offsets read from this kernel's tracefs format by userspace.
     let protocol: u16 =
@@ -96,8 +104,7 @@ pub fn try_mark_socket(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let sk: u64 = unsafe { ctx.read_at(off.sock_len_sk as usize) }.map_err(i64::from)?;
-    // SAFETY: pointer into an LRU map value; only this thread's entry, written in place.
-    unsafe { (*io).sock = sk };
+    io.sock = sk;
     Ok(())
 }
 
@@ -105,11 +112,14 @@ pub fn try_mark_socket(ctx: &TracePointContext) -> Result<(), i64> {
 /// a TCP socket.
 pub fn exit(ret: i64) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before removal.
-    let Some(io) = (unsafe { INFLIGHT.get(pid_tgid) }).copied() else {
+    let Some(slot) = inflight_slot(pid_tgid) else {
         return Ok(());
     };
-    let _ = INFLIGHT.remove(pid_tgid);
+    if slot.owner != pid_tgid {
+        return Ok(());
+    }
+    slot.owner = 0;
+    let io = *slot;
     if io.sock == 0 || ret <= 0 {
         return Ok(());
     }

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 
 use crate::maps::{
-    EVENTS, INFLIGHT, SELECTED_COMMS, TRACED_PIDS, WAKE_ARMED, config, count, wakeup_flags,
+    EVENTS, SELECTED_COMMS, TRACED_PIDS, WAKE_ARMED, config, count, inflight_slot, wakeup_flags,
 };
 
 /// Exec records wake userspace at once: it must read the new program's identity from /proc
@@ -57,7 +57,11 @@ pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // A thread killed inside a read or write never reaches the syscall's exit.
-    let _ = INFLIGHT.remove(pid_tgid);
+    if let Some(slot) = inflight_slot(pid_tgid)
+        && slot.owner == pid_tgid
+    {
+        slot.owner = 0;
+    }
     if tgid != pid_tgid as u32 {
         return Ok(());
     }
