@@ -74,7 +74,11 @@ impl SpanHold {
         now: Instant,
         release: &mut impl FnMut(SpanRecord),
     ) {
-        if self.delay.is_zero() {
+        // A root, or a span whose parent came from outside, is never guessed and never inside a
+        // subtree a correction moves: nothing for it to wait for. (Its children, once guessed
+        // and corrected, take their new parent's ids, not anything from it.)
+        let fixed = guessed_on.is_none() && (span.is_root() || span.parent_is_remote);
+        if self.delay.is_zero() || fixed {
             release(span);
             return;
         }
@@ -256,7 +260,7 @@ mod tests {
         let out = std::cell::RefCell::new(Vec::new());
         let mut release = |s: SpanRecord| out.borrow_mut().push(s.span_id[0]);
         for id in 1..=3 {
-            hold.push(span(1, id, 0), None, now, &mut release);
+            hold.push(span(1, id, 9), None, now, &mut release);
         }
         assert_eq!(*out.borrow(), vec![1], "the oldest leaves early when full");
         assert_eq!(hold.stats.released_early, 1);
@@ -265,5 +269,20 @@ mod tests {
         hold.release_all(&mut release);
         assert_eq!(*out.borrow(), vec![1, 2, 3]);
         assert!(hold.is_empty());
+    }
+
+    #[test]
+    fn roots_and_remote_children_leave_at_once() {
+        let mut hold = SpanHold::new(Duration::from_millis(300), 100);
+        let now = Instant::now();
+        let out = std::cell::RefCell::new(Vec::new());
+        let mut release = |s: SpanRecord| out.borrow_mut().push(s.span_id[0]);
+        hold.push(span(1, 1, 0), None, now, &mut release);
+        let mut remote = span(2, 2, 8);
+        remote.parent_is_remote = true;
+        hold.push(remote, None, now, &mut release);
+        hold.push(span(1, 3, 1), None, now, &mut release);
+        assert_eq!(*out.borrow(), vec![1, 2], "a local child still waits");
+        assert_eq!(hold.len(), 1);
     }
 }
