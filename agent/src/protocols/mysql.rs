@@ -313,6 +313,27 @@ impl MysqlSession {
     }
 }
 
+/// Hands each packet the chunk completes to `handle` (a request or a response handler), with
+/// the time its last byte was seen. Returns false once the session has stopped.
+fn pump_packets(
+    reader: &mut PacketReader,
+    chunk: &Chunk<'_>,
+    input: &mut Input<'_>,
+    core: &mut Core,
+    handle: fn(&mut Core, Packet, &[u8], u64, &mut Vec<Exchange>),
+    out: &mut Vec<Exchange>,
+) -> bool {
+    reader.begin_chunk(chunk.first_byte_ns, chunk.last_byte_ns);
+    while let Some(packet) = reader.next(input) {
+        let end_ns = reader.chunk_last_ns();
+        handle(core, packet, reader.payload(), end_ns, out);
+        if core.phase == Phase::Stopped {
+            return false;
+        }
+    }
+    true
+}
+
 impl Session for MysqlSession {
     fn feed(&mut self, flow: Flow, chunk: Chunk<'_>, out: &mut Vec<Exchange>) {
         if self.core.phase == Phase::Stopped {
@@ -327,16 +348,15 @@ impl Session for MysqlSession {
                 if self.requests.is_lost() && plausible_command(chunk.data, chunk.missing) {
                     self.requests.restart();
                 }
-                self.requests
-                    .begin_chunk(chunk.first_byte_ns, chunk.last_byte_ns);
-                while let Some(packet) = self.requests.next(&mut input) {
-                    let end_ns = self.requests.chunk_last_ns();
-                    self.core
-                        .request(packet, self.requests.payload(), end_ns, out);
-                    if self.core.phase == Phase::Stopped {
-                        return;
-                    }
-                }
+                // Nothing follows in this arm: whether the session stopped needs no check.
+                pump_packets(
+                    &mut self.requests,
+                    &chunk,
+                    &mut input,
+                    &mut self.core,
+                    Core::request,
+                    out,
+                );
             }
             Flow::Response => {
                 self.core.last_response_ns = chunk.last_byte_ns;
@@ -351,15 +371,15 @@ impl Session for MysqlSession {
                         self.responses.lose();
                     }
                 }
-                self.responses
-                    .begin_chunk(chunk.first_byte_ns, chunk.last_byte_ns);
-                while let Some(packet) = self.responses.next(&mut input) {
-                    let end_ns = self.responses.chunk_last_ns();
-                    self.core
-                        .response(packet, self.responses.payload(), end_ns, out);
-                    if self.core.phase == Phase::Stopped {
-                        return;
-                    }
+                if !pump_packets(
+                    &mut self.responses,
+                    &chunk,
+                    &mut input,
+                    &mut self.core,
+                    Core::response,
+                    out,
+                ) {
+                    return;
                 }
                 if self.responses.is_lost() && !self.core.response_resync {
                     self.core.lose_response();
