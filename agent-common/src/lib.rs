@@ -250,9 +250,11 @@ pub mod syscall_kind {
     pub const NONE: u8 = 0;
     pub const CLOSE: u8 = 20;
     pub const CONNECT: u8 = 21;
-    /// accept and accept4.
-    pub const ACCEPT: u8 = 22;
 }
+
+/// Offset of `ret` in a `syscalls:sys_exit_*` record (after the common fields and the syscall
+/// number): the exit programs read it there, userspace checks it against tracefs.
+pub const SYSCALL_EXIT_RET: usize = 16;
 
 /// Entries of `SYSCALL_KINDS`: syscall numbers at or above it are never ours.
 pub const SYSCALL_KINDS_LEN: u32 = 512;

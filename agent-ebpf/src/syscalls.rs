@@ -7,7 +7,9 @@
 //! up in a small array filled by userspace for this architecture, and every other syscall
 //! leaves at once.
 
-use agent_common::{Direction, IoSyscall, SYSCALL_KINDS_LEN, SyscallRegs, syscall_kind};
+use agent_common::{
+    Direction, IoSyscall, SYSCALL_EXIT_RET, SYSCALL_KINDS_LEN, SyscallRegs, syscall_kind,
+};
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     programs::{RawTracePointContext, TracePointContext},
@@ -104,23 +106,21 @@ pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
 }
 
-/// Exits go through the per-syscall `syscalls:sys_exit_*` tracepoints of the data syscalls and
-/// accept only: a raw `sys_exit` would run for every syscall's exit on the host and need a
-/// register read just to learn which syscall it was. (They never fire for compat syscalls.)
-/// `ret` sits at a fixed offset of their record; userspace checks it against tracefs.
-pub const EXIT_RET: usize = 16;
+// Exits go through the per-syscall `syscalls:sys_exit_*` tracepoints of the data syscalls and
+// accept only: a raw `sys_exit` would run for every syscall's exit on the host and need a
+// register read just to learn which syscall it was. (They never fire for compat syscalls.)
 
 /// `syscalls:sys_exit_{read,write,...}`.
 pub fn try_exit_io(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: the syscall exit record layout, checked by userspace.
-    let ret: i64 = unsafe { ctx.read_at(EXIT_RET) }.map_err(i64::from)?;
+    let ret: i64 = unsafe { ctx.read_at(SYSCALL_EXIT_RET) }.map_err(i64::from)?;
     io::exit(ret)
 }
 
 /// `syscalls:sys_exit_accept` / `sys_exit_accept4`.
 pub fn try_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: as above.
-    let ret: i64 = unsafe { ctx.read_at(EXIT_RET) }.map_err(i64::from)?;
+    let ret: i64 = unsafe { ctx.read_at(SYSCALL_EXIT_RET) }.map_err(i64::from)?;
     sockets::accepted(ret);
     Ok(())
 }

@@ -4,7 +4,8 @@
 
 use agent_common::{IoSyscall, SYSCALL_KINDS_LEN, SyscallRegs, syscall_kind};
 
-/// `(number, kind)` for every syscall the kernel programs act on.
+/// `(number, kind)` for every syscall whose entry the kernel programs act on (accept needs only
+/// its exit, which has a tracepoint of its own).
 pub fn table() -> &'static [(u32, u8)] {
     TABLE
 }
@@ -27,12 +28,10 @@ const TABLE: &[(u32, u8)] = &[
     (20, io(IoSyscall::Writev)),
     (40, io(IoSyscall::SendFile)),
     (42, syscall_kind::CONNECT),
-    (43, syscall_kind::ACCEPT),
     (44, io(IoSyscall::SendTo)),
     (45, io(IoSyscall::RecvFrom)),
     (46, io(IoSyscall::SendMsg)),
     (47, io(IoSyscall::RecvMsg)),
-    (288, syscall_kind::ACCEPT),
 ];
 
 /// x86_64 `struct pt_regs`: di, si, dx hold the first arguments; a native
@@ -55,13 +54,11 @@ const TABLE: &[(u32, u8)] = &[
     (65, io(IoSyscall::Readv)),
     (66, io(IoSyscall::Writev)),
     (71, io(IoSyscall::SendFile)),
-    (202, syscall_kind::ACCEPT),
     (203, syscall_kind::CONNECT),
     (206, io(IoSyscall::SendTo)),
     (207, io(IoSyscall::RecvFrom)),
     (211, io(IoSyscall::SendMsg)),
     (212, io(IoSyscall::RecvMsg)),
-    (242, syscall_kind::ACCEPT),
 ];
 
 /// arm64 `struct user_pt_regs`: x0..x2 first; AArch32 tasks have `PSR_MODE32_BIT` set in
@@ -90,7 +87,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_data_syscall_and_socket_call_is_mapped_once() {
+    fn every_data_syscall_is_mapped_once() {
         let kinds: Vec<u8> = table().iter().map(|(_, k)| *k).collect();
         for syscall in [
             IoSyscall::Read,
@@ -105,10 +102,6 @@ mod tests {
         ] {
             assert_eq!(kinds.iter().filter(|k| **k == syscall as u8).count(), 1);
         }
-        assert_eq!(
-            kinds.iter().filter(|k| **k == syscall_kind::ACCEPT).count(),
-            2
-        );
         let mut numbers: Vec<u32> = table().iter().map(|(n, _)| *n).collect();
         numbers.sort_unstable();
         numbers.dedup();
@@ -126,8 +119,6 @@ mod tests {
             (libc::SYS_writev, io(IoSyscall::Writev)),
             (libc::SYS_sendfile, io(IoSyscall::SendFile)),
             (libc::SYS_connect, syscall_kind::CONNECT),
-            (libc::SYS_accept, syscall_kind::ACCEPT),
-            (libc::SYS_accept4, syscall_kind::ACCEPT),
             (libc::SYS_sendto, io(IoSyscall::SendTo)),
             (libc::SYS_recvfrom, io(IoSyscall::RecvFrom)),
             (libc::SYS_sendmsg, io(IoSyscall::SendMsg)),

@@ -3,7 +3,7 @@
 
 use std::{fs, path::Path};
 
-use agent_common::TracepointOffsets;
+use agent_common::{SYSCALL_EXIT_RET, TracepointOffsets};
 use anyhow::{Context as _, bail};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -101,8 +101,8 @@ pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
     }
     // The syscall exit programs read `ret` at a fixed offset: check it.
     let ret = field_offset(root, "syscalls", "sys_exit_read", "ret")?;
-    if ret != 16 {
-        bail!("syscalls:sys_exit_read has `ret` at offset {ret}, expected 16");
+    if usize::from(ret) != SYSCALL_EXIT_RET {
+        bail!("syscalls:sys_exit_read has `ret` at offset {ret}, expected {SYSCALL_EXIT_RET}");
     }
     Ok(TracepointOffsets {
         sock_len_sk: sock("sk")?,
