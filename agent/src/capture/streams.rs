@@ -149,9 +149,7 @@ impl Connections {
 
     pub fn on_close(&mut self, tgid: u32, sock: u64, at_ns: u64, out: &mut Vec<Finished>) {
         for tls in [false, true] {
-            if let Some(conn) = self.remove(&(tgid, sock, tls)) {
-                self.stats.exchanges += conn.finish(at_ns, &mut self.scratch.exchanges, out) as u64;
-            }
+            self.end(&(tgid, sock, tls), at_ns, out);
         }
     }
 
@@ -167,9 +165,7 @@ impl Connections {
             .copied()
             .collect();
         for key in keys {
-            if let Some(conn) = self.remove(&key) {
-                self.stats.exchanges += conn.finish(at_ns, &mut self.scratch.exchanges, out) as u64;
-            }
+            self.end(&key, at_ns, out);
         }
     }
 
@@ -188,22 +184,22 @@ impl Connections {
             .map(|(k, _)| *k)
             .collect();
         for key in stale {
-            if let Some(conn) = self.remove(&key) {
-                self.stats.exchanges +=
-                    conn.finish(now_ns, &mut self.scratch.exchanges, out) as u64;
-            }
+            self.end(&key, now_ns, out);
         }
     }
 
-    fn remove(&mut self, key: &(u32, u64, bool)) -> Option<Connection> {
-        let conn = self.table.remove(key)?;
+    /// The connection ends: forget it and flush its decoder.
+    fn end(&mut self, key: &(u32, u64, bool), at_ns: u64, out: &mut Vec<Finished>) {
+        let Some(conn) = self.table.remove(key) else {
+            return;
+        };
         if let Some(count) = self.per_process.get_mut(&key.0) {
             *count -= 1;
             if *count == 0 {
                 self.per_process.remove(&key.0);
             }
         }
-        Some(conn)
+        self.stats.exchanges += conn.finish(at_ns, &mut self.scratch.exchanges, out) as u64;
     }
 
     /// The agent is stopping: flush every decoder.
