@@ -157,9 +157,9 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Default)]
 pub(crate) struct Store {
     spans: Mutex<Vec<ReceivedSpan>>,
-    pub(crate) count: AtomicUsize,
+    count: AtomicUsize,
     drop_spans: AtomicBool,
-    pub(crate) requests: AtomicUsize,
+    requests: AtomicUsize,
     last_headers: Mutex<BTreeMap<String, String>>,
 }
 
@@ -175,6 +175,12 @@ impl Store {
             })
             .collect();
         *self.last_headers.lock().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    /// Count-only mode: the spans of one request, counted without being decoded.
+    pub(crate) fn count_only(&self, spans: usize) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(spans, Ordering::Relaxed);
     }
 
     fn ingest(&self, req: ExportTraceServiceRequest) -> usize {
