@@ -138,7 +138,9 @@ pub struct DataEventHeader {
     pub pid_tgid: u64,
     /// Address of the kernel `struct sock`: identifies the connection while it lives.
     pub sock: u64,
-    /// Monotonic (CLOCK_MONOTONIC / ktime) nanoseconds at syscall entry and exit.
+    /// Monotonic (CLOCK_MONOTONIC / ktime) nanoseconds when the bytes started and finished
+    /// moving. A socket syscall is seen once, as the socket layer returns, so both are that
+    /// moment; TLS records span the SSL call.
     pub enter_ns: u64,
     pub exit_ns: u64,
     /// Bytes the syscall moved.
@@ -207,8 +209,9 @@ pub enum Counter {
     IovecsTruncated = 3,
     /// Payload copies that faulted (unmapped user memory).
     CopyFailed = 4,
-    /// A syscall's in-flight slot was taken by another thread's: a socket syscall went untraced.
-    InflightTableFull = 5,
+    /// Bytes moved on a traced TCP socket by a syscall the kernel programs do not decode
+    /// (recvmmsg, splice, io_uring, a 32-bit caller): seen, not captured.
+    UnwatchedSocketIo = 5,
     /// Control records (close, exec, exit) lost because the ring buffer was full.
     ControlEventsLost = 6,
     /// TLS plaintext whose socket could not be told (no socket syscall seen for that SSL yet).
@@ -226,6 +229,8 @@ pub struct TracepointOffsets {
     pub sock_len_sk: u16,
     pub sock_len_family: u16,
     pub sock_len_protocol: u16,
+    pub sock_len_ret: u16,
+    pub sock_len_flags: u16,
     /// sock:inet_sock_set_state
     pub state_skaddr: u16,
     pub state_oldstate: u16,
@@ -244,32 +249,33 @@ pub struct TracepointOffsets {
     pub wakeup_pid: u16,
 }
 
-/// What the raw `sys_enter`/`sys_exit` programs do with a syscall, by number: the values of the
-/// `SYSCALL_KINDS` map. Data syscalls use their [`IoSyscall`] value; 0 means "not ours".
-pub mod syscall_kind {
-    pub const NONE: u8 = 0;
-    pub const CLOSE: u8 = 20;
-    pub const CONNECT: u8 = 21;
-}
+/// `SYSCALL_KINDS` value of a syscall number the data path does not decode. Data syscalls map to
+/// their [`IoSyscall`] value.
+pub const SYSCALL_NOT_DATA: u8 = 0;
 
-/// Offset of `ret` in a `syscalls:sys_exit_*` record (after the common fields and the syscall
-/// number): the exit programs read it there, userspace checks it against tracefs.
+/// Offset of the first argument in a `syscalls:sys_enter_*` record and of `ret` in a
+/// `syscalls:sys_exit_*` one (both after the common fields and the syscall number): the
+/// programs read them there, userspace checks them against tracefs.
+pub const SYSCALL_ENTER_ARG0: usize = 16;
 pub const SYSCALL_EXIT_RET: usize = 16;
 
 /// Entries of `SYSCALL_KINDS`: syscall numbers at or above it are never ours.
 pub const SYSCALL_KINDS_LEN: u32 = 512;
 
-/// Where this architecture's `struct pt_regs` keeps the first three syscall arguments (the raw
-/// `sys_enter` tracepoint hands over the registers, not the arguments), and how to tell a
-/// native syscall from a 32-bit compat one, whose numbers mean other calls.
+/// Where this architecture's `struct pt_regs` keeps the syscall number and the first three
+/// arguments (the data path reads them from the registers saved at syscall entry), and how to
+/// tell a native syscall from a 32-bit compat one, whose numbers mean other calls.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyscallRegs {
+    /// x86-64: `orig_ax`; arm64: `syscallno` (32 bits, read as the low half).
+    pub nr: u16,
     pub arg0: u16,
     pub arg1: u16,
     pub arg2: u16,
     /// The register that tells the mode (x86-64: `cs`; arm64: `pstate`).
     pub mode: u16,
+    pub _pad: u16,
     /// A syscall is native when `mode & mode_mask == mode_native`.
     pub mode_mask: u32,
     pub mode_native: u32,
@@ -301,6 +307,8 @@ impl CaptureConfig {
                 sock_len_sk: 0,
                 sock_len_family: 0,
                 sock_len_protocol: 0,
+                sock_len_ret: 0,
+                sock_len_flags: 0,
                 state_skaddr: 0,
                 state_oldstate: 0,
                 state_newstate: 0,
@@ -316,10 +324,12 @@ impl CaptureConfig {
                 wakeup_pid: 0,
             },
             regs: SyscallRegs {
+                nr: 0,
                 arg0: 0,
                 arg1: 0,
                 arg2: 0,
                 mode: 0,
+                _pad: 0,
                 mode_mask: 0,
                 mode_native: 0,
             },
@@ -349,8 +359,8 @@ mod tests {
         assert_eq!(size_of::<CloseEvent>(), 4 + 4 + 8 * 3);
         assert_eq!(size_of::<ProcessEvent>(), 4 + 4 + 8);
         assert_eq!(size_of::<WakeEvent>(), 4 + 4 * 3 + 8);
-        assert_eq!(size_of::<TracepointOffsets>(), 16 * 2);
-        assert_eq!(size_of::<SyscallRegs>(), 4 * 2 + 2 * 4);
-        assert_eq!(size_of::<CaptureConfig>(), 4 * 4 + 16 * 2 + 16);
+        assert_eq!(size_of::<TracepointOffsets>(), 18 * 2);
+        assert_eq!(size_of::<SyscallRegs>(), 6 * 2 + 2 * 4);
+        assert_eq!(size_of::<CaptureConfig>(), 4 * 4 + 18 * 2 + 20);
     }
 }

@@ -1,13 +1,14 @@
-//! The data path: socket reads and writes, from syscall entry to a ring-buffer record.
+//! The data path: socket reads and writes, as they return, to ring-buffer records.
 //!
-//! Entry (the raw `sys_enter` tracepoint, see `syscalls`) remembers the user buffer of every read/write-like syscall of a
-//! traced process. `sock:sock_{send,recv}_length`, which fire inside the same syscall, mark it as
-//! TCP and name its `struct sock`. Exit copies a bounded prefix of the bytes moved, only for
-//! marked syscalls, so files, pipes and UDP never reach userspace.
+//! `sock:sock_{send,recv}_length` fire inside every socket send and receive, in the caller's
+//! context, after the bytes moved, naming the `struct sock`, its family and protocol and the byte
+//! count. For TCP in a traced process, the syscall and its buffers are read from the thread's
+//! saved registers (see `syscalls`) and a bounded prefix of the bytes is copied. Files, pipes and
+//! UDP never get here, and untraced processes leave after the protocol check and one lookup.
 
 use agent_common::{
     AF_INET, AF_INET6, ConnTuple, Counter, DataEventHeader, Direction, EventKind, IPPROTO_TCP,
-    IoSyscall, MAX_CAPTURE, MAX_IOVECS, Role,
+    MAX_CAPTURE, MAX_IOVECS, Role,
 };
 use aya_ebpf::{
     helpers::{
@@ -19,10 +20,11 @@ use aya_ebpf::{
 
 use crate::{
     maps::{
-        EVENTS, FD_ROLES, InflightIo, SCRATCH, SOCK_TUPLES, SOCKET_FDS, WAKE_ARMED, config, count,
-        inflight_slot, wakeup_flags,
+        EVENTS, FD_ROLES, SCRATCH, SOCK_TUPLES, SOCKET_FDS, WAKE_ARMED, config, count, is_traced,
+        wakeup_flags,
     },
     sockets::fd_key,
+    syscalls::{NotData, current_data_syscall},
     tls,
 };
 
@@ -43,17 +45,40 @@ pub enum Layout {
 const MSGHDR_IOV: u64 = 16;
 const MSGHDR_IOVLEN: u64 = 24;
 
-/// Entry of a data syscall of a traced process: remember where its bytes are.
-/// `args` are the first three syscall arguments.
-pub fn enter(
-    pid_tgid: u64,
-    syscall: IoSyscall,
-    direction: Direction,
-    layout: Layout,
-    args: [u64; 3],
-) -> Result<(), i64> {
-    let [fd, arg1, arg2] = args;
-    let (buf, iov, iovcnt) = match layout {
+/// `MSG_PEEK`: the bytes stay queued and will be read again.
+const MSG_PEEK: i32 = 2;
+
+/// `sock:sock_send_length` / `sock:sock_recv_length`: report the bytes a traced process just
+/// moved on a TCP socket.
+pub fn try_socket_io(ctx: &TracePointContext) -> Result<(), i64> {
+    let off = config().offsets;
+    // SAFETY (every `read_at` here): offsets read from this kernel's tracefs format by userspace.
+    let protocol: u16 =
+        unsafe { ctx.read_at(off.sock_len_protocol as usize) }.map_err(i64::from)?;
+    let family: u16 = unsafe { ctx.read_at(off.sock_len_family as usize) }.map_err(i64::from)?;
+    if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
+        return Ok(());
+    }
+    let ret: i32 = unsafe { ctx.read_at(off.sock_len_ret as usize) }.map_err(i64::from)?;
+    let flags: i32 = unsafe { ctx.read_at(off.sock_len_flags as usize) }.map_err(i64::from)?;
+    if ret <= 0 || flags & MSG_PEEK != 0 {
+        return Ok(());
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let sock: u64 = unsafe { ctx.read_at(off.sock_len_sk as usize) }.map_err(i64::from)?;
+    let call = match current_data_syscall() {
+        Ok(call) => call,
+        Err(NotData::Unwatched) => {
+            count(Counter::UnwatchedSocketIo);
+            return Ok(());
+        }
+        Err(NotData::Unreadable) => return Err(1),
+    };
+    let [fd, arg1, arg2] = call.args;
+    let (buf, iov, iovcnt) = match call.layout {
         Layout::Buffer => (arg1, 0, 0),
         Layout::Iovec => (0, arg1, arg2 as u32),
         Layout::MsgHdr => {
@@ -63,98 +88,34 @@ pub fn enter(
         }
         Layout::Counted => (0, 0, 0),
     };
-    let Some(slot) = inflight_slot(pid_tgid) else {
-        return Ok(());
-    };
-    if slot.owner != 0 && slot.owner != pid_tgid {
-        // Another thread's syscall is still open in this slot: it is given up.
-        count(Counter::InflightTableFull);
-    }
-    *slot = InflightIo {
-        owner: pid_tgid,
-        buf,
-        iov,
-        sock: 0,
-        enter_ns: unsafe { bpf_ktime_get_ns() },
-        iovcnt,
-        fd: fd as i32,
-        syscall: syscall as u8,
-        direction: direction as u8,
-        _pad: [0; 6],
-    };
-    Ok(())
-}
+    let fd = fd as i32;
+    let now = unsafe { bpf_ktime_get_ns() };
 
-/// `sock:sock_send_length` / `sock:sock_recv_length`: the syscall in flight on this thread is
-/// acting on this socket.
-pub fn try_mark_socket(ctx: &TracePointContext) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(io) = inflight_slot(pid_tgid) else {
-        return Ok(());
-    };
-    if io.owner != pid_tgid {
-        return Ok(());
-    }
-    let off = config().offsets;
-    // SAFETY: offsets read from this kernel's tracefs format by userspace.
-    let protocol: u16 =
-        unsafe { ctx.read_at(off.sock_len_protocol as usize) }.map_err(i64::from)?;
-    let family: u16 = unsafe { ctx.read_at(off.sock_len_family as usize) }.map_err(i64::from)?;
-    if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
-        return Ok(());
-    }
-    let sk: u64 = unsafe { ctx.read_at(off.sock_len_sk as usize) }.map_err(i64::from)?;
-    io.sock = sk;
-    Ok(())
-}
-
-/// Exit of any data syscall (`ret`: its result): emit a record when the syscall moved bytes on
-/// a TCP socket.
-pub fn exit(ret: i64) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(slot) = inflight_slot(pid_tgid) else {
-        return Ok(());
-    };
-    if slot.owner != pid_tgid {
-        return Ok(());
-    }
-    slot.owner = 0;
-    let io = *slot;
-    if io.sock == 0 || ret <= 0 {
-        return Ok(());
-    }
-    let exit_ns = unsafe { bpf_ktime_get_ns() };
-
-    let fd_key = fd_key(pid_tgid, io.fd as u32 as u64);
+    let fd_key = fd_key(pid_tgid, fd as u32 as u64);
     // SAFETY: presence test only.
     if unsafe { SOCKET_FDS.get(fd_key) }.is_none() {
-        let _ = SOCKET_FDS.insert(fd_key, io.sock, 0);
+        let _ = SOCKET_FDS.insert(fd_key, sock, 0);
     }
 
     // Inside SSL_read/SSL_write these bytes are ciphertext: remember which socket the SSL
     // object uses, and let the uprobe report the plaintext instead.
-    if tls::note_socket(pid_tgid, io.sock, io.fd) {
+    if tls::note_socket(pid_tgid, sock, fd) {
         return Ok(());
     }
 
-    let total = if ret > u32::MAX as i64 {
-        u32::MAX
-    } else {
-        ret as u32
-    };
     emit_payload(&Payload {
         pid_tgid,
-        sock: io.sock,
-        fd: io.fd,
-        direction: io.direction,
-        syscall: io.syscall,
+        sock,
+        fd,
+        direction: call.direction as u8,
+        syscall: call.syscall as u8,
         flags: 0,
-        enter_ns: io.enter_ns,
-        exit_ns,
-        total,
-        buf: io.buf,
-        iov: io.iov,
-        iovcnt: io.iovcnt,
+        enter_ns: now,
+        exit_ns: now,
+        total: ret as u32,
+        buf,
+        iov,
+        iovcnt,
     });
     Ok(())
 }

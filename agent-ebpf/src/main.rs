@@ -12,21 +12,21 @@ mod tls;
 
 use agent_common::Direction;
 use aya_ebpf::{
-    macros::{raw_tracepoint, tracepoint, uprobe, uretprobe},
-    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
+    macros::{tracepoint, uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 
-/// Every syscall's entry; see `syscalls` for why not the per-syscall tracepoints.
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
-    let _ = syscalls::try_enter(&ctx);
+/// Attached to `sys_enter_close`.
+#[tracepoint]
+pub fn enter_close(ctx: TracePointContext) -> u32 {
+    let _ = syscalls::try_enter_close(&ctx);
     0
 }
 
-/// Attached to the exit tracepoint of every data syscall.
+/// Attached to `sys_enter_connect`.
 #[tracepoint]
-pub fn exit_io(ctx: TracePointContext) -> u32 {
-    let _ = syscalls::try_exit_io(&ctx);
+pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = syscalls::try_enter_connect(&ctx);
     0
 }
 
@@ -37,10 +37,10 @@ pub fn exit_accept(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Attached to both `sock:sock_send_length` and `sock:sock_recv_length`.
+/// Attached to both `sock:sock_send_length` and `sock:sock_recv_length`: the data path.
 #[tracepoint]
 pub fn sock_io(ctx: TracePointContext) -> u32 {
-    let _ = io::try_mark_socket(&ctx);
+    let _ = io::try_socket_io(&ctx);
     0
 }
 

@@ -56,44 +56,6 @@ pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 #[map]
 pub static SELECTED_COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
 
-/// A socket-capable syscall between its entry and its exit, in its thread's slot.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct InflightIo {
-    /// The thread (pid_tgid) whose syscall this is; 0: the slot is free.
-    pub owner: u64,
-    /// User buffer (read/write/recvfrom/sendto) or 0.
-    pub buf: u64,
-    /// User iovec array (readv/writev, and recvmsg/sendmsg via their msghdr) or 0.
-    pub iov: u64,
-    /// Set by the sock tracepoints once the syscall is known to act on a TCP socket.
-    pub sock: u64,
-    pub enter_ns: u64,
-    pub iovcnt: u32,
-    pub fd: i32,
-    pub syscall: u8,
-    pub direction: u8,
-    pub _pad: [u8; 6],
-}
-
-const INFLIGHT_SLOTS: u32 = 1 << 17;
-
-/// Syscalls in flight, one slot per thread id (modulo the size). Every traced read and write
-/// passes here twice; a hash map paid a bucket lock with interrupts off for each insert and
-/// delete, about a tenth of nginx's time under load. Only the owning thread writes a slot. Two
-/// threads whose ids share a slot, both inside a syscall, are rare: the later one takes it, and
-/// the earlier one's syscall is counted as lost (`InflightTableFull`).
-#[map]
-pub static INFLIGHT: Array<InflightIo> = Array::with_max_entries(INFLIGHT_SLOTS, 0);
-
-/// This thread's in-flight slot.
-#[inline(always)]
-pub fn inflight_slot(pid_tgid: u64) -> Option<&'static mut InflightIo> {
-    let slot = INFLIGHT.get_ptr_mut((pid_tgid as u32) & (INFLIGHT_SLOTS - 1))?;
-    // SAFETY: an array value lives as long as the map; see above for who writes it.
-    Some(unsafe { &mut *slot })
-}
-
 /// TCP connections whose handshake the kernel reported: `struct sock` address -> tuple + role.
 #[map]
 pub static SOCK_TUPLES: LruHashMap<u64, ConnTuple> = LruHashMap::with_max_entries(65536, 0);

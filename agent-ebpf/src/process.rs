@@ -7,9 +7,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::maps::{
-    EVENTS, SELECTED_COMMS, TRACED_PIDS, WAKE_ARMED, config, count, inflight_slot, wakeup_flags,
-};
+use crate::maps::{EVENTS, SELECTED_COMMS, TRACED_PIDS, WAKE_ARMED, config, count, wakeup_flags};
 
 /// Exec records wake userspace at once: it must read the new program's identity from /proc
 /// while the process lives (a short-lived client may be gone within milliseconds).
@@ -56,12 +54,6 @@ pub fn try_exec(_ctx: &TracePointContext) -> Result<(), i64> {
 pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    // A thread killed inside a read or write never reaches the syscall's exit.
-    if let Some(slot) = inflight_slot(pid_tgid)
-        && slot.owner == pid_tgid
-    {
-        slot.owner = 0;
-    }
     if tgid != pid_tgid as u32 {
         return Ok(());
     }

@@ -1,36 +1,83 @@
-//! Syscall entry through the raw `sys_enter` tracepoint, dispatched by syscall number; exits
-//! through the per-syscall exit tracepoints of the few syscalls that need one.
+//! Which syscall the current thread is in, read from the registers it saved on entry; and the
+//! few syscall tracepoints that still run: close and connect at entry, accept at exit.
 //!
-//! Raw `sys_enter` hands over the registers, unlike the per-syscall `syscalls:sys_enter_*`
-//! tracepoints, which first build a perf record of the arguments for every event. That
-//! bookkeeping cost more than the programs themselves, so the numbers we care about are looked
-//! up in a small array filled by userspace for this architecture, and every other syscall
-//! leaves at once.
+//! The data path has no syscall tracepoint of its own. `sock:sock_{send,recv}_length` fire
+//! inside every socket read and write, after the bytes moved, and the syscall's number and
+//! arguments are still in the thread's saved user registers. Watching entries and exits as
+//! well cost every syscall on the host a program run, and every traced read or write two more.
 
 use agent_common::{
-    Direction, IoSyscall, SYSCALL_EXIT_RET, SYSCALL_KINDS_LEN, SyscallRegs, syscall_kind,
+    Direction, IoSyscall, SYSCALL_ENTER_ARG0, SYSCALL_EXIT_RET, SYSCALL_KINDS_LEN, SYSCALL_NOT_DATA,
 };
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
-    programs::{RawTracePointContext, TracePointContext},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
+    programs::TracePointContext,
 };
 
 use crate::{
-    io::{self, Layout},
+    io::Layout,
     maps::{SYSCALL_KINDS, config, is_traced},
     sockets,
 };
 
-/// What a syscall number means to us (`syscall_kind::NONE` for most).
+/// A data syscall as the current thread made it.
+pub struct DataSyscall {
+    pub syscall: IoSyscall,
+    pub direction: Direction,
+    pub layout: Layout,
+    /// The first three arguments.
+    pub args: [u64; 3],
+}
+
+/// Why [`current_data_syscall`] found nothing to decode.
+pub enum NotData {
+    /// A syscall the data path does not decode, or a 32-bit caller.
+    Unwatched,
+    /// The registers could not be read.
+    Unreadable,
+}
+
+/// The data syscall the current thread is inside, if it is one we decode.
 #[inline(always)]
-fn kind_of(nr: u64) -> u8 {
-    if nr >= SYSCALL_KINDS_LEN as u64 {
-        return syscall_kind::NONE;
+pub fn current_data_syscall() -> Result<DataSyscall, NotData> {
+    // SAFETY: both helpers only look at the current task; the registers are read through
+    // `bpf_probe_read_kernel`, which faults safely.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let at = config().regs;
+    let mode = read_reg(regs, at.mode).map_err(|_| NotData::Unreadable)?;
+    if (mode as u32) & at.mode_mask != at.mode_native {
+        // A compat task numbers its syscalls differently: its number would name another call.
+        return Err(NotData::Unwatched);
     }
-    SYSCALL_KINDS
-        .get(nr as u32)
-        .copied()
-        .unwrap_or(syscall_kind::NONE)
+    let nr = read_reg(regs, at.nr).map_err(|_| NotData::Unreadable)? as u32;
+    let (syscall, direction, layout) = io_shape(kind_of(nr)).ok_or(NotData::Unwatched)?;
+    let arg = |offset| read_reg(regs, offset).map_err(|_| NotData::Unreadable);
+    let args = [
+        arg(at.arg0)?,
+        arg(at.arg1)?,
+        match layout {
+            Layout::Iovec => arg(at.arg2)?,
+            _ => 0,
+        },
+    ];
+    Ok(DataSyscall {
+        syscall,
+        direction,
+        layout,
+        args,
+    })
+}
+
+/// What a syscall number means to us (`SYSCALL_NOT_DATA` for most).
+#[inline(always)]
+fn kind_of(nr: u32) -> u8 {
+    if nr >= SYSCALL_KINDS_LEN {
+        return SYSCALL_NOT_DATA;
+    }
+    SYSCALL_KINDS.get(nr).copied().unwrap_or(SYSCALL_NOT_DATA)
 }
 
 /// The data syscalls: which one, which way the bytes go, where they are.
@@ -54,72 +101,42 @@ fn io_shape(kind: u8) -> Option<(IoSyscall, Direction, Layout)> {
 /// One register of the saved user context.
 #[inline(always)]
 fn read_reg(regs: u64, offset: u16) -> Result<u64, i64> {
-    // SAFETY: `regs` is the tracepoint's `struct pt_regs *`; the read faults safely.
+    // SAFETY: `regs` is the task's `struct pt_regs *`; the read faults safely.
     unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((regs + offset as u64) as *const u64) }
         .map_err(i64::from)
 }
 
-/// Whether the syscall came from native code: a 32-bit compat task numbers its syscalls
-/// differently, and its number would name some other call here.
+/// The first argument of a `syscalls:sys_enter_*` record, for a traced process only.
 #[inline(always)]
-fn is_native(regs: u64, at: &SyscallRegs) -> bool {
-    match read_reg(regs, at.mode) {
-        Ok(mode) => (mode as u32) & at.mode_mask == at.mode_native,
-        Err(_) => false,
-    }
-}
-
-/// `raw_syscalls:sys_enter(struct pt_regs *regs, long id)`.
-pub fn try_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let nr: u64 = ctx.arg(1);
-    let kind = kind_of(nr);
-    if kind == syscall_kind::NONE {
-        return Ok(());
-    }
+fn traced_arg0(ctx: &TracePointContext) -> Option<(u64, u64)> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_traced((pid_tgid >> 32) as u32) {
-        return Ok(());
+        return None;
     }
-    let regs: u64 = ctx.arg(0);
-    let at = config().regs;
-    if !is_native(regs, &at) {
-        return Ok(());
-    }
-    let arg0 = read_reg(regs, at.arg0)?;
-    match kind {
-        syscall_kind::CLOSE => sockets::closing(pid_tgid, arg0),
-        syscall_kind::CONNECT => {
-            sockets::connecting(pid_tgid, arg0);
-            Ok(())
-        }
-        _ => match io_shape(kind) {
-            Some((syscall, direction, layout)) => {
-                let arg1 = read_reg(regs, at.arg1)?;
-                let arg2 = match layout {
-                    Layout::Iovec => read_reg(regs, at.arg2)?,
-                    _ => 0,
-                };
-                io::enter(pid_tgid, syscall, direction, layout, [arg0, arg1, arg2])
-            }
-            None => Ok(()),
-        },
+    // SAFETY: the syscall entry record layout, checked by userspace.
+    let arg0: u64 = unsafe { ctx.read_at(SYSCALL_ENTER_ARG0) }.ok()?;
+    Some((pid_tgid, arg0))
+}
+
+/// `syscalls:sys_enter_close`.
+pub fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
+    match traced_arg0(ctx) {
+        Some((pid_tgid, fd)) => sockets::closing(pid_tgid, fd),
+        None => Ok(()),
     }
 }
 
-// Exits go through the per-syscall `syscalls:sys_exit_*` tracepoints of the data syscalls and
-// accept only: a raw `sys_exit` would run for every syscall's exit on the host and need a
-// register read just to learn which syscall it was. (They never fire for compat syscalls.)
-
-/// `syscalls:sys_exit_{read,write,...}`.
-pub fn try_exit_io(ctx: &TracePointContext) -> Result<(), i64> {
-    // SAFETY: the syscall exit record layout, checked by userspace.
-    let ret: i64 = unsafe { ctx.read_at(SYSCALL_EXIT_RET) }.map_err(i64::from)?;
-    io::exit(ret)
+/// `syscalls:sys_enter_connect`.
+pub fn try_enter_connect(ctx: &TracePointContext) -> Result<(), i64> {
+    if let Some((pid_tgid, fd)) = traced_arg0(ctx) {
+        sockets::connecting(pid_tgid, fd);
+    }
+    Ok(())
 }
 
 /// `syscalls:sys_exit_accept` / `sys_exit_accept4`.
 pub fn try_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
-    // SAFETY: as above.
+    // SAFETY: the syscall exit record layout, checked by userspace.
     let ret: i64 = unsafe { ctx.read_at(SYSCALL_EXIT_RET) }.map_err(i64::from)?;
     sockets::accepted(ret);
     Ok(())

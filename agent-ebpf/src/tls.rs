@@ -1,6 +1,6 @@
 //! TLS plaintext: uprobes on OpenSSL's SSL_read/SSL_write (and their `_ex` forms) copy the bytes
 //! the application hands to or gets from the library. The socket an SSL object talks over is
-//! learned from the read/write syscalls made inside those calls (see `io::try_exit`), so the
+//! learned from the socket reads and writes made inside those calls (see `io::try_socket_io`), so the
 //! plaintext joins the same connection as its ciphertext would have.
 
 use agent_common::{Counter, DATA_FLAG_TLS, Direction, TLS_SYSCALL};
@@ -137,7 +137,7 @@ pub fn try_return(ctx: &RetProbeContext, ex: bool) -> Result<(), i64> {
     Ok(())
 }
 
-/// Called from the syscall exit path: if this thread is inside an SSL call, the bytes are
+/// Called from the data path: if this thread is inside an SSL call, the bytes are
 /// ciphertext of that SSL object's socket. Returns true when they must not be reported.
 pub fn note_socket(pid_tgid: u64, sock: u64, fd: i32) -> bool {
     let Some(call) = TLS_CALLS.get_ptr_mut(pid_tgid) else {

@@ -44,11 +44,16 @@ pub fn check() -> bool {
             caps.unwrap_or(0)
         ),
     );
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
     r.line(
-        Path::new("/sys/kernel/btf/vmlinux").exists(),
-        false,
+        btf,
+        true,
         "BTF (/sys/kernel/btf/vmlinux)",
-        "not needed (tracepoint layouts come from tracefs)",
+        if btf {
+            "present: the data path reads the current syscall's registers through it"
+        } else {
+            "missing: the data path reads the current syscall's registers through BTF-typed helpers"
+        },
     );
     let root = match tracefs::ensure_mounted() {
         Ok(root) => {

@@ -297,14 +297,12 @@ fn connection_opened_before_the_agent() {
     ask("/items/third");
     drop(stdin);
     let _ = client.wait();
-    let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 5);
+    let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 6);
     agent.stop();
     assert!(find(&spans, "server", "GET /items/before").is_empty());
-    // The client's request after the agent started is seen from its write. The server was
-    // already blocked in read() when the probes were attached: that read's buffer is unknown,
-    // so its request is lost on the server side. Every later read is seen.
-    one(&spans, "client", "GET /items/after");
-    for path in ["/items/again", "/items/third"] {
+    // The server was already blocked in read() when the probes were attached: that read is
+    // seen too, since the data path needs nothing from a syscall's entry.
+    for path in ["/items/after", "/items/again", "/items/third"] {
         let server = one(&spans, "server", &format!("GET {path}"));
         assert_eq!(server.int_attr("server.port"), Some(port as i64));
         assert_eq!(server.attr("client.address").as_deref(), Some("127.0.0.1"));
@@ -400,5 +398,48 @@ fn pid_selects_one_process() {
         names,
         vec![format!("GET /items/{chosen_port}")],
         "only process {pid_arg} is traced:\n{stdout}"
+    );
+}
+
+/// A request peeked at (MSG_PEEK) and then read is one request, not two. Bytes moved by a
+/// syscall the agent does not decode (splice) are counted, not silently lost.
+#[test]
+fn peeked_reads_and_spliced_writes() {
+    require_capture!();
+    let _serial = serial();
+    let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
+    let (_server, port) = python_service::<&str>("odd_io_server.py", &[]);
+    let stats_file =
+        std::env::temp_dir().join(format!("periscope-odd-io-{}.json", std::process::id()));
+    let agent = Agent::start(
+        &[
+            "--exe",
+            "odd_io_server.py",
+            "--stats-file",
+            stats_file.to_str().unwrap(),
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
+    );
+    for path in ["/peek", "/splice"] {
+        let body = curl(&[&format!("http://127.0.0.1:{port}{path}")]);
+        assert_eq!(body.trim(), path);
+    }
+    receiver.wait_for(Duration::from_secs(20), |s| !s.is_empty());
+    std::thread::sleep(Duration::from_millis(1000));
+    agent.stop();
+    let spans = receiver.spans();
+    let peek = one(&spans, "server", "GET /peek");
+    assert_eq!(peek.int_attr("http.response.status_code"), Some(200));
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats_file).expect("stats file"))
+            .expect("stats JSON");
+    let _ = std::fs::remove_file(&stats_file);
+    let unwatched = stats["kernel"]["unwatched_socket_io"].as_u64();
+    assert!(
+        unwatched.is_some_and(|n| n >= 1),
+        "the spliced response should be counted: {stats:#}"
     );
 }

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::TracePoint,
 };
 use serde::Serialize;
 
@@ -16,25 +16,16 @@ use super::{syscalls, tracefs};
 /// The kernel object built by `agent/build.rs`.
 static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
-/// Raw tracepoints every syscall passes through (program, tracepoint). Required.
-const SYSCALL_PATH: &[(&str, &str)] = &[("sys_enter", "sys_enter")];
-
-/// Which program serves which tracepoints. The first group is required; without it nothing can
-/// be captured. Only these syscalls' exits are watched (see the kernel's `syscalls` module).
+/// Which program serves which tracepoints. Required: without them nothing can be captured.
+/// The data path is the two `sock` tracepoints; of the syscalls, only the entries of close and
+/// connect and the exits of accept are watched (see the kernel's `syscalls` module).
 const DATA_PATH: &[(&str, &str, &str)] = &[
-    ("exit_io", "syscalls", "sys_exit_read"),
-    ("exit_io", "syscalls", "sys_exit_recvfrom"),
-    ("exit_io", "syscalls", "sys_exit_readv"),
-    ("exit_io", "syscalls", "sys_exit_recvmsg"),
-    ("exit_io", "syscalls", "sys_exit_write"),
-    ("exit_io", "syscalls", "sys_exit_sendto"),
-    ("exit_io", "syscalls", "sys_exit_writev"),
-    ("exit_io", "syscalls", "sys_exit_sendmsg"),
-    ("exit_io", "syscalls", "sys_exit_sendfile64"),
-    ("exit_accept", "syscalls", "sys_exit_accept4"),
-    ("exit_accept", "syscalls", "sys_exit_accept"),
     ("sock_io", "sock", "sock_send_length"),
     ("sock_io", "sock", "sock_recv_length"),
+    ("enter_close", "syscalls", "sys_enter_close"),
+    ("enter_connect", "syscalls", "sys_enter_connect"),
+    ("exit_accept", "syscalls", "sys_exit_accept4"),
+    ("exit_accept", "syscalls", "sys_exit_accept"),
 ];
 
 /// Useful but not essential: without them tuples come from /proc and new processes are found by
@@ -49,10 +40,9 @@ const OPTIONAL: &[(&str, &str, &str)] = &[
 
 /// Every tracepoint the agent wants, with whether it is required.
 pub fn wanted_tracepoints() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
-    SYSCALL_PATH
+    DATA_PATH
         .iter()
-        .map(|(_, n)| ("raw_syscalls", *n, true))
-        .chain(DATA_PATH.iter().map(|(_, c, n)| (*c, *n, true)))
+        .map(|(_, c, n)| (*c, *n, true))
         .chain(OPTIONAL.iter().map(|(_, c, n)| (*c, *n, false)))
 }
 
@@ -97,16 +87,13 @@ impl Probes {
             .load(KERNEL_OBJECT)
             .context("loading the kernel programs (is the agent running as root?)")?;
 
-        // The syscall programs read this table from their first event: fill it before attaching.
+        // The data path reads this table from its first event: fill it before attaching.
         let mut kinds: Array<_, u8> = Array::try_from(
             ebpf.map_mut("SYSCALL_KINDS")
                 .context("SYSCALL_KINDS map missing")?,
         )?;
         for &(nr, kind) in syscalls::table() {
             kinds.set(nr, kind, 0)?;
-        }
-        for (program, name) in SYSCALL_PATH {
-            attach_raw(&mut ebpf, program, name)?;
         }
         let mut missing_optional = Vec::new();
         for (program, category, name) in DATA_PATH {
@@ -176,18 +163,6 @@ fn comm_key(name: &str) -> [u8; 16] {
     key
 }
 
-fn attach_raw(ebpf: &mut Ebpf, program: &str, name: &str) -> anyhow::Result<()> {
-    let tp: &mut RawTracePoint = ebpf
-        .program_mut(program)
-        .with_context(|| format!("program {program} missing from the kernel object"))?
-        .try_into()?;
-    tp.load()
-        .with_context(|| format!("the verifier refused program {program}"))?;
-    tp.attach(name)
-        .with_context(|| format!("attaching {program} to raw tracepoint {name}"))?;
-    Ok(())
-}
-
 fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {
     let tp: &mut TracePoint = ebpf
         .program_mut(program)
@@ -215,7 +190,7 @@ pub struct KernelCounts {
     pub payload_truncated: u64,
     pub iovecs_truncated: u64,
     pub copy_failed: u64,
-    pub inflight_table_full: u64,
+    pub unwatched_socket_io: u64,
     pub control_events_lost: u64,
     pub tls_unattributed: u64,
 }
@@ -223,7 +198,7 @@ pub struct KernelCounts {
 impl KernelCounts {
     /// Records the kernel could not hand over.
     pub fn lost_events(&self) -> u64 {
-        self.ring_buffer_full + self.inflight_table_full + self.control_events_lost
+        self.ring_buffer_full + self.unwatched_socket_io + self.control_events_lost
     }
 }
 
@@ -245,7 +220,7 @@ impl KernelCounters {
             payload_truncated: at(Counter::PayloadTruncated),
             iovecs_truncated: at(Counter::IovecsTruncated),
             copy_failed: at(Counter::CopyFailed),
-            inflight_table_full: at(Counter::InflightTableFull),
+            unwatched_socket_io: at(Counter::UnwatchedSocketIo),
             control_events_lost: at(Counter::ControlEventsLost),
             tls_unattributed: at(Counter::TlsUnattributed),
         }

@@ -3,7 +3,7 @@
 
 use std::{fs, path::Path};
 
-use agent_common::{SYSCALL_EXIT_RET, TracepointOffsets};
+use agent_common::{SYSCALL_ENTER_ARG0, SYSCALL_EXIT_RET, TracepointOffsets};
 use anyhow::{Context as _, bail};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -93,21 +93,30 @@ pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
     let sock = |f| field_offset(root, "sock", "sock_send_length", f);
     let state = |f| field_offset(root, "sock", "inet_sock_set_state", f);
     // The recv tracepoint must share the send one's layout: one program reads both.
-    for f in ["sk", "family", "protocol"] {
+    for f in ["sk", "family", "protocol", "ret", "flags"] {
         let recv = field_offset(root, "sock", "sock_recv_length", f)?;
         if recv != sock(f)? {
             bail!("sock:sock_recv_length and sock:sock_send_length differ in field `{f}`");
         }
     }
-    // The syscall exit programs read `ret` at a fixed offset: check it.
-    let ret = field_offset(root, "syscalls", "sys_exit_read", "ret")?;
-    if usize::from(ret) != SYSCALL_EXIT_RET {
-        bail!("syscalls:sys_exit_read has `ret` at offset {ret}, expected {SYSCALL_EXIT_RET}");
+    // The syscall programs read the first argument and `ret` at fixed offsets: check them.
+    for (name, field, expected) in [
+        ("sys_enter_close", "fd", SYSCALL_ENTER_ARG0),
+        ("sys_enter_connect", "fd", SYSCALL_ENTER_ARG0),
+        ("sys_exit_accept4", "ret", SYSCALL_EXIT_RET),
+        ("sys_exit_accept", "ret", SYSCALL_EXIT_RET),
+    ] {
+        let at = field_offset(root, "syscalls", name, field)?;
+        if usize::from(at) != expected {
+            bail!("syscalls:{name} has `{field}` at offset {at}, expected {expected}");
+        }
     }
     Ok(TracepointOffsets {
         sock_len_sk: sock("sk")?,
         sock_len_family: sock("family")?,
         sock_len_protocol: sock("protocol")?,
+        sock_len_ret: sock("ret")?,
+        sock_len_flags: sock("flags")?,
         state_skaddr: state("skaddr")?,
         state_oldstate: state("oldstate")?,
         state_newstate: state("newstate")?,

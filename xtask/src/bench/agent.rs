@@ -186,7 +186,7 @@ pub struct Stats {
     pub payload_truncated: u64,
     pub iovecs_truncated: u64,
     pub copy_failed: u64,
-    pub inflight_table_full: u64,
+    pub unwatched_socket_io: u64,
     pub control_events_lost: u64,
     pub spans_created: u64,
     pub export_submitted: u64,
@@ -212,7 +212,7 @@ impl Stats {
             payload_truncated: n("kernel", "payload_truncated"),
             iovecs_truncated: n("kernel", "iovecs_truncated"),
             copy_failed: n("kernel", "copy_failed"),
-            inflight_table_full: n("kernel", "inflight_table_full"),
+            unwatched_socket_io: n("kernel", "unwatched_socket_io"),
             control_events_lost: n("kernel", "control_events_lost"),
             spans_created: n("spans", "created"),
             export_submitted: n("export", "submitted"),
@@ -226,7 +226,7 @@ impl Stats {
     pub fn counted_losses(&self) -> u64 {
         self.ring_buffer_full
             + self.copy_failed
-            + self.inflight_table_full
+            + self.unwatched_socket_io
             + self.control_events_lost
             + self.dropped_queue_full
             + self.dropped_export_failed
@@ -237,7 +237,7 @@ impl Stats {
         let parts: Vec<String> = [
             ("ring_buffer_full", self.ring_buffer_full),
             ("copy_failed", self.copy_failed),
-            ("inflight_table_full", self.inflight_table_full),
+            ("unwatched_socket_io", self.unwatched_socket_io),
             ("control_events_lost", self.control_events_lost),
             ("dropped_queue_full", self.dropped_queue_full),
             ("dropped_export_failed", self.dropped_export_failed),
