@@ -92,7 +92,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             )
         }
     };
-    let pipeline = ExportPipeline::start(
+    let mut pipeline = ExportPipeline::start(
         exporter,
         PipelineOptions {
             queue_capacity: cfg.queue_size,
@@ -183,13 +183,13 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 }
                 Some(KernelEvent::Exit { tgid, at_ns }) => {
                     connections.on_process_exit(tgid, at_ns, &mut finished);
-                    submit(&mut finished, &mut factory, &mut hold, &pipeline);
+                    submit(&mut finished, &mut factory, &mut hold, &mut pipeline);
                     factory.forget_process(tgid);
                     selector.on_exit(tgid);
                 }
                 Some(KernelEvent::Wake { tgid, waker, wakee }) => {
                     // Spans finished so far must be in the hold before a wake-up can move them.
-                    submit(&mut finished, &mut factory, &mut hold, &pipeline);
+                    submit(&mut finished, &mut factory, &mut hold, &mut pipeline);
                     if let Some(parent) = factory.serving_on_thread(tgid, wakee) {
                         hold.on_wake(tgid, waker, &parent, Instant::now());
                     }
@@ -197,11 +197,12 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 None => {}
             }
             if finished.len() >= 256 {
-                submit(&mut finished, &mut factory, &mut hold, &pipeline);
+                submit(&mut finished, &mut factory, &mut hold, &mut pipeline);
             }
         }
-        submit(&mut finished, &mut factory, &mut hold, &pipeline);
+        submit(&mut finished, &mut factory, &mut hold, &mut pipeline);
         hold.release_due(Instant::now(), &mut |span| pipeline.submit(span));
+        pipeline.hand_over();
         if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
             last_housekeeping = Instant::now();
             selector.rescan();
@@ -230,7 +231,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     }
 
     connections.close_all(monotonic_now_ns(), &mut finished);
-    submit(&mut finished, &mut factory, &mut hold, &pipeline);
+    submit(&mut finished, &mut factory, &mut hold, &mut pipeline);
     hold.release_all(&mut |span| pipeline.submit(span));
     let export_stats = pipeline.stats();
     pipeline.shutdown(SHUTDOWN_TIMEOUT);
@@ -269,7 +270,7 @@ fn submit(
     finished: &mut Vec<Finished>,
     factory: &mut SpanFactory,
     hold: &mut SpanHold,
-    pipeline: &ExportPipeline,
+    pipeline: &mut ExportPipeline,
 ) {
     let now = Instant::now();
     let mut release = |span| pipeline.submit(span);

@@ -207,7 +207,7 @@ fn pipeline_delivers_everything_and_receiver_can_just_count() {
         let rx = OtlpReceiver::start(transport).unwrap();
         rx.set_keep_spans(false);
         let exporter = OtlpExporter::new(&settings_for(&rx, None)).unwrap();
-        let pipeline = ExportPipeline::start(
+        let mut pipeline = ExportPipeline::start(
             Box::new(exporter),
             PipelineOptions {
                 queue_capacity: 1000,

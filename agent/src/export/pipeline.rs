@@ -1,12 +1,15 @@
 //! The export pipeline: a bounded queue in front of one exporter thread.
 //!
-//! [`ExportPipeline::submit`] never blocks: when the queue is full the span is dropped and
-//! counted. The thread sends a batch when `max_batch` spans are waiting or every
-//! `batch_interval` (an idle tick exports an empty batch, so time-based exporters get to act).
-//! A dead backend therefore costs bounded memory and shows up as counted drops.
+//! [`ExportPipeline::submit`] never blocks. Spans are handed to the thread in runs (at
+//! `max_batch`, or when the producer calls [`ExportPipeline::hand_over`] at the end of its
+//! round), not one by one: a channel send and a wake-up per span cost more than the rest of
+//! the queueing. When the queue is full the spans are dropped and counted. The thread sends a
+//! batch when `max_batch` spans are waiting or every `batch_interval` (an idle tick exports an
+//! empty batch, so time-based exporters get to act). A dead backend therefore costs bounded
+//! memory and shows up as counted drops.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -80,7 +83,13 @@ impl ExportStats {
 }
 
 pub struct ExportPipeline {
-    tx: Option<SyncSender<SpanRecord>>,
+    tx: Option<Sender<Vec<SpanRecord>>>,
+    /// Spans submitted but not yet handed over.
+    pending: Vec<SpanRecord>,
+    /// Spans handed over that the thread has not taken yet: the queue the capacity bounds.
+    queued: Arc<AtomicUsize>,
+    queue_capacity: usize,
+    max_batch: usize,
     stats: Arc<ExportStats>,
     /// Set by `shutdown`: past it the thread stops exporting and counts what is left as lost.
     deadline: Arc<Mutex<Option<Instant>>>,
@@ -96,13 +105,15 @@ impl ExportPipeline {
             batch_interval: opts.batch_interval.max(Duration::from_millis(1)),
             export_timeout: opts.export_timeout,
         };
-        let (tx, rx) = mpsc::sync_channel(opts.queue_capacity);
+        let (tx, rx) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::channel();
         let stats = Arc::new(ExportStats::default());
         let deadline = Arc::new(Mutex::new(None));
+        let queued = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             exporter,
             opts,
+            queued: queued.clone(),
             stats: stats.clone(),
             deadline: deadline.clone(),
             errors: ErrorLog::default(),
@@ -116,6 +127,10 @@ impl ExportPipeline {
             .expect("spawning the export thread");
         ExportPipeline {
             tx: Some(tx),
+            pending: Vec::with_capacity(opts.max_batch.min(4096)),
+            queued,
+            queue_capacity: opts.queue_capacity,
+            max_batch: opts.max_batch,
             stats,
             deadline,
             done_rx,
@@ -123,22 +138,46 @@ impl ExportPipeline {
         }
     }
 
-    /// Queue one span; never blocks. A full queue drops the span and counts it.
-    pub fn submit(&self, span: SpanRecord) {
+    /// Queue one span; never blocks. It reaches the thread with the next hand-over.
+    pub fn submit(&mut self, span: SpanRecord) {
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
-        let Some(tx) = &self.tx else {
+        self.pending.push(span);
+        if self.pending.len() >= self.max_batch {
+            self.hand_over();
+        }
+    }
+
+    /// Give the thread every span submitted so far; never blocks. What does not fit in the
+    /// queue is dropped and counted.
+    pub fn hand_over(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let room = self
+            .queue_capacity
+            .saturating_sub(self.queued.load(Ordering::Acquire));
+        if self.pending.len() > room {
+            let dropped = self.pending.len() - room;
+            self.pending.truncate(room);
             self.stats
                 .dropped_queue_full
-                .fetch_add(1, Ordering::Relaxed);
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        let n = self.pending.len();
+        if n == 0 {
             return;
-        };
-        match tx.try_send(span) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats
-                    .dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+        }
+        let run = std::mem::replace(
+            &mut self.pending,
+            Vec::with_capacity(self.max_batch.min(4096)),
+        );
+        self.queued.fetch_add(n, Ordering::AcqRel);
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(run).is_ok());
+        if !sent {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.stats
+                .dropped_queue_full
+                .fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
@@ -151,6 +190,7 @@ impl ExportPipeline {
     /// exporter is stuck past the timeout the thread is left behind (it holds no locks anyone
     /// waits for).
     pub fn shutdown(mut self, timeout: Duration) {
+        self.hand_over();
         let start = Instant::now();
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(start + timeout);
         // Closing the channel tells the thread to drain and finish.
@@ -215,25 +255,26 @@ impl ErrorLog {
 struct Worker {
     exporter: Box<dyn SpanExporter>,
     opts: PipelineOptions,
+    queued: Arc<AtomicUsize>,
     stats: Arc<ExportStats>,
     deadline: Arc<Mutex<Option<Instant>>>,
     errors: ErrorLog,
 }
 
 impl Worker {
-    fn run(mut self, rx: Receiver<SpanRecord>) {
+    fn run(mut self, rx: Receiver<Vec<SpanRecord>>) {
         let mut batch: Vec<SpanRecord> = Vec::with_capacity(self.opts.max_batch.min(4096));
         let mut next_tick = Instant::now() + self.opts.batch_interval;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
-                Ok(span) => {
-                    batch.push(span);
+                Ok(run) => {
+                    self.take(&mut batch, run);
                     // Take what else is already queued before looking at the clock again.
                     while batch.len() < self.opts.max_batch
-                        && let Ok(span) = rx.try_recv()
+                        && let Ok(run) = rx.try_recv()
                     {
-                        batch.push(span);
+                        self.take(&mut batch, run);
                     }
                     if batch.len() >= self.opts.max_batch {
                         self.export(&mut batch);
@@ -268,6 +309,16 @@ impl Worker {
             .min(self.opts.export_timeout);
         if let Err(e) = self.exporter.shutdown(budget) {
             log::warn!("export pipeline: exporter shutdown failed: {e:#}");
+        }
+    }
+
+    /// Move a handed-over run into the batch, freeing its room in the queue.
+    fn take(&self, batch: &mut Vec<SpanRecord>, mut run: Vec<SpanRecord>) {
+        self.queued.fetch_sub(run.len(), Ordering::AcqRel);
+        if batch.is_empty() {
+            *batch = run;
+        } else {
+            batch.append(&mut run);
         }
     }
 
@@ -412,7 +463,7 @@ mod tests {
     fn batches_by_size_and_exports_everything_in_order() {
         let (exp, seen) = exporter(false, Duration::ZERO);
         // A long interval: only size triggers batches until shutdown.
-        let p = ExportPipeline::start(exp, opts(100, 4, 60_000));
+        let mut p = ExportPipeline::start(exp, opts(100, 4, 60_000));
         for i in 0..10 {
             p.submit(span(i));
         }
@@ -438,9 +489,10 @@ mod tests {
     #[test]
     fn interval_sends_partial_batches_and_idle_ticks() {
         let (exp, seen) = exporter(false, Duration::ZERO);
-        let p = ExportPipeline::start(exp, opts(100, 1000, 20));
+        let mut p = ExportPipeline::start(exp, opts(100, 1000, 20));
         p.submit(span(1));
         p.submit(span(2));
+        p.hand_over();
         let t0 = Instant::now();
         while p.stats().snapshot().exported < 2 && t0.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(5));
@@ -463,7 +515,7 @@ mod tests {
     fn full_queue_drops_without_blocking() {
         // A slow exporter and a tiny queue.
         let (exp, _seen) = exporter(false, Duration::from_millis(200));
-        let p = ExportPipeline::start(exp, opts(4, 2, 60_000));
+        let mut p = ExportPipeline::start(exp, opts(4, 2, 60_000));
         let stats = p.stats();
         let t0 = Instant::now();
         for i in 0..1000 {
@@ -486,7 +538,7 @@ mod tests {
     #[test]
     fn failed_exports_are_counted() {
         let (exp, seen) = exporter(true, Duration::ZERO);
-        let p = ExportPipeline::start(exp, opts(100, 3, 60_000));
+        let mut p = ExportPipeline::start(exp, opts(100, 3, 60_000));
         let stats = p.stats();
         for i in 0..7 {
             p.submit(span(i));
@@ -503,7 +555,7 @@ mod tests {
     fn shutdown_is_bounded_by_its_timeout() {
         // Every export takes 300 ms; 20 batches would take 6 s.
         let (exp, _seen) = exporter(false, Duration::from_millis(300));
-        let p = ExportPipeline::start(exp, opts(100, 1, 60_000));
+        let mut p = ExportPipeline::start(exp, opts(100, 1, 60_000));
         let stats = p.stats();
         for i in 0..20 {
             p.submit(span(i));
@@ -546,7 +598,7 @@ mod tests {
 
     #[test]
     fn a_panicking_exporter_loses_a_batch_not_the_pipeline() {
-        let p = ExportPipeline::start(Box::new(PanickingExporter), opts(100, 2, 60_000));
+        let mut p = ExportPipeline::start(Box::new(PanickingExporter), opts(100, 2, 60_000));
         let stats = p.stats();
         for i in 0..3 {
             p.submit(span(i));
