@@ -87,14 +87,15 @@ pub fn http_span(
         path.to_owned()
     };
 
-    let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(14);
+    let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(12);
     attrs.push(("http.request.method", AttrValue::Str(method)));
     attrs.push(("url.path", AttrValue::Str(path)));
     if let Some(q) = query {
         attrs.push(("url.query", AttrValue::Str(q)));
     }
     attrs.push(("url.scheme", AttrValue::from(scheme)));
-    attrs.push(("network.protocol.name", AttrValue::from("http")));
+    // `network.protocol.name` is left out: the conventions ask for it only when it is not
+    // "http".
     if !version.is_empty() {
         attrs.push(("network.protocol.version", AttrValue::Str(version)));
     }
@@ -109,9 +110,10 @@ pub fn http_span(
             if let Some(p) = port {
                 attrs.push(("server.port", AttrValue::Int(p as i64)));
             }
+            // `client.port` is opt-in on HTTP server spans (an ephemeral port nobody queries);
+            // `network.peer.port` still carries it.
             if let Some(r) = &remote {
                 attrs.push(("client.address", AttrValue::Str(r.clone())));
-                attrs.push(("client.port", AttrValue::Int(tuple.remote_port as i64)));
             }
         }
         SpanKind::Client => {
@@ -460,6 +462,9 @@ mod tests {
             Some(&AttrValue::Int(503))
         );
         assert!(matches!(s.status, SpanStatus::Error { .. }));
+        // Opt-in, and "only when not http": left out.
+        assert_eq!(get(&s, "client.port"), None);
+        assert_eq!(get(&s, "network.protocol.name"), None);
     }
 
     #[test]
