@@ -127,7 +127,7 @@ impl ExportPipeline {
             .expect("spawning the export thread");
         ExportPipeline {
             tx: Some(tx),
-            pending: Vec::with_capacity(opts.max_batch.min(4096)),
+            pending: Vec::new(),
             queued,
             queue_capacity: opts.queue_capacity,
             max_batch: opts.max_batch,
@@ -167,10 +167,10 @@ impl ExportPipeline {
         if n == 0 {
             return;
         }
-        let run = std::mem::replace(
-            &mut self.pending,
-            Vec::with_capacity(self.max_batch.min(4096)),
-        );
+        // The next run is sized like this one: under steady load it never regrows, and a queue
+        // of short runs does not hold a full batch's worth of memory each.
+        let next = Vec::with_capacity(n.next_power_of_two().min(self.max_batch));
+        let run = std::mem::replace(&mut self.pending, next);
         self.queued.fetch_add(n, Ordering::AcqRel);
         let sent = self.tx.as_ref().is_some_and(|tx| tx.send(run).is_ok());
         if !sent {
