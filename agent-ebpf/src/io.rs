@@ -48,9 +48,9 @@ const MSGHDR_IOVLEN: u64 = 24;
 /// `MSG_PEEK`: the bytes stay queued and will be read again.
 const MSG_PEEK: i32 = 2;
 
-/// `sock:sock_send_length` / `sock:sock_recv_length`: report the bytes a traced process just
-/// moved on a TCP socket.
-pub fn try_socket_io(ctx: &TracePointContext) -> Result<(), i64> {
+/// `sock:sock_send_length` (`Egress`) / `sock:sock_recv_length` (`Ingress`): report the bytes a
+/// traced process just moved on a TCP socket.
+pub fn try_socket_io(ctx: &TracePointContext, direction: Direction) -> Result<(), i64> {
     let off = config().offsets;
     // SAFETY (every `read_at` here): offsets read from this kernel's tracefs format by userspace.
     let protocol: u16 =
@@ -70,8 +70,10 @@ pub fn try_socket_io(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let sock: u64 = unsafe { ctx.read_at(off.sock_len_sk as usize) }.map_err(i64::from)?;
     let call = match current_data_syscall() {
-        Ok(call) => call,
-        Err(NotData::Unwatched) => {
+        // A syscall moving bytes the other way (sendfile reading from a socket) is not one we
+        // decode either.
+        Ok(call) if call.direction == direction => call,
+        Ok(_) | Err(NotData::Unwatched) => {
             count(Counter::UnwatchedSocketIo);
             return Ok(());
         }

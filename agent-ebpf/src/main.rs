@@ -37,10 +37,17 @@ pub fn exit_accept(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Attached to both `sock:sock_send_length` and `sock:sock_recv_length`: the data path.
+/// `sock:sock_send_length`: the data path, outgoing.
 #[tracepoint]
-pub fn sock_io(ctx: TracePointContext) -> u32 {
-    let _ = io::try_socket_io(&ctx);
+pub fn sock_send(ctx: TracePointContext) -> u32 {
+    let _ = io::try_socket_io(&ctx, Direction::Egress);
+    0
+}
+
+/// `sock:sock_recv_length`: the data path, incoming.
+#[tracepoint]
+pub fn sock_recv(ctx: TracePointContext) -> u32 {
+    let _ = io::try_socket_io(&ctx, Direction::Ingress);
     0
 }
 

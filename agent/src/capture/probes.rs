@@ -20,8 +20,8 @@ static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"
 /// The data path is the two `sock` tracepoints; of the syscalls, only the entries of close and
 /// connect and the exits of accept are watched (see the kernel's `syscalls` module).
 const DATA_PATH: &[(&str, &str, &str)] = &[
-    ("sock_io", "sock", "sock_send_length"),
-    ("sock_io", "sock", "sock_recv_length"),
+    ("sock_send", "sock", "sock_send_length"),
+    ("sock_recv", "sock", "sock_recv_length"),
     ("enter_close", "syscalls", "sys_enter_close"),
     ("enter_connect", "syscalls", "sys_enter_connect"),
     ("exit_accept", "syscalls", "sys_exit_accept4"),
