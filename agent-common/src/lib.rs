@@ -225,12 +225,6 @@ pub const COUNTER_COUNT: u32 = 8;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TracepointOffsets {
-    /// sock:sock_send_length / sock:sock_recv_length
-    pub sock_len_sk: u16,
-    pub sock_len_family: u16,
-    pub sock_len_protocol: u16,
-    pub sock_len_ret: u16,
-    pub sock_len_flags: u16,
     /// sock:inet_sock_set_state
     pub state_skaddr: u16,
     pub state_oldstate: u16,
@@ -247,6 +241,7 @@ pub struct TracepointOffsets {
     pub fork_child_pid: u16,
     /// sched:sched_wakeup
     pub wakeup_pid: u16,
+    pub _pad: u16,
 }
 
 /// `SYSCALL_KINDS` value of a syscall number the data path does not decode. Data syscalls map to
@@ -262,23 +257,16 @@ pub const SYSCALL_EXIT_RET: usize = 16;
 /// Entries of `SYSCALL_KINDS`: syscall numbers at or above it are never ours.
 pub const SYSCALL_KINDS_LEN: u32 = 512;
 
-/// Where this architecture's `struct pt_regs` keeps the syscall number and the first three
-/// arguments (the data path reads them from the registers saved at syscall entry), and how to
-/// tell a native syscall from a 32-bit compat one, whose numbers mean other calls.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SyscallRegs {
-    /// x86-64: `orig_ax`; arm64: `syscallno` (32 bits, read as the low half).
-    pub nr: u16,
-    pub arg0: u16,
-    pub arg1: u16,
-    pub arg2: u16,
-    /// The register that tells the mode (x86-64: `cs`; arm64: `pstate`).
-    pub mode: u16,
-    pub _pad: u16,
-    /// A syscall is native when `mode & mode_mask == mode_native`.
-    pub mode_mask: u32,
-    pub mode_native: u32,
+/// Fields of a `sock:sock_send_length` / `sock:sock_recv_length` record. The data path runs on
+/// every socket send and receive of the host, so it loads them at fixed offsets, directly
+/// (a load at an offset known only at run time would need a helper call each); userspace
+/// checks them against this kernel's tracefs format before loading anything.
+pub mod sock_length_record {
+    pub const SK: usize = 8;
+    pub const FAMILY: usize = 16;
+    pub const PROTOCOL: usize = 18;
+    pub const RET: usize = 20;
+    pub const FLAGS: usize = 24;
 }
 
 /// Settings the userspace agent writes into the kernel programs' global `CONFIG` before load.
@@ -293,7 +281,6 @@ pub struct CaptureConfig {
     pub capture_bytes: u32,
     pub _pad: u32,
     pub offsets: TracepointOffsets,
-    pub regs: SyscallRegs,
 }
 
 impl CaptureConfig {
@@ -304,11 +291,6 @@ impl CaptureConfig {
             capture_bytes: DEFAULT_CAPTURE,
             _pad: 0,
             offsets: TracepointOffsets {
-                sock_len_sk: 0,
-                sock_len_family: 0,
-                sock_len_protocol: 0,
-                sock_len_ret: 0,
-                sock_len_flags: 0,
                 state_skaddr: 0,
                 state_oldstate: 0,
                 state_newstate: 0,
@@ -322,16 +304,7 @@ impl CaptureConfig {
                 state_daddr_v6: 0,
                 fork_child_pid: 0,
                 wakeup_pid: 0,
-            },
-            regs: SyscallRegs {
-                nr: 0,
-                arg0: 0,
-                arg1: 0,
-                arg2: 0,
-                mode: 0,
                 _pad: 0,
-                mode_mask: 0,
-                mode_native: 0,
             },
         }
     }
@@ -344,7 +317,6 @@ mod pod {
     unsafe impl aya::Pod for super::ConnTuple {}
     unsafe impl aya::Pod for super::CaptureConfig {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
-    unsafe impl aya::Pod for super::SyscallRegs {}
 }
 
 #[cfg(test)]
@@ -359,8 +331,7 @@ mod tests {
         assert_eq!(size_of::<CloseEvent>(), 4 + 4 + 8 * 3);
         assert_eq!(size_of::<ProcessEvent>(), 4 + 4 + 8);
         assert_eq!(size_of::<WakeEvent>(), 4 + 4 * 3 + 8);
-        assert_eq!(size_of::<TracepointOffsets>(), 18 * 2);
-        assert_eq!(size_of::<SyscallRegs>(), 6 * 2 + 2 * 4);
-        assert_eq!(size_of::<CaptureConfig>(), 4 * 4 + 18 * 2 + 20);
+        assert_eq!(size_of::<TracepointOffsets>(), 14 * 2);
+        assert_eq!(size_of::<CaptureConfig>(), 4 * 4 + 14 * 2);
     }
 }

@@ -8,9 +8,10 @@
 
 use agent_common::{
     AF_INET, AF_INET6, ConnTuple, Counter, DataEventHeader, Direction, EventKind, IPPROTO_TCP,
-    MAX_CAPTURE, MAX_IOVECS, Role,
+    MAX_CAPTURE, MAX_IOVECS, Role, sock_length_record,
 };
 use aya_ebpf::{
+    EbpfContext as _,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{bpf_loop, bpf_probe_read_user},
@@ -24,7 +25,7 @@ use crate::{
         wakeup_flags,
     },
     sockets::fd_key,
-    syscalls::{NotData, current_data_syscall},
+    syscalls::current_data_syscall,
     tls,
 };
 
@@ -51,16 +52,13 @@ const MSG_PEEK: i32 = 2;
 /// `sock:sock_send_length` (`Egress`) / `sock:sock_recv_length` (`Ingress`): report the bytes a
 /// traced process just moved on a TCP socket.
 pub fn try_socket_io(ctx: &TracePointContext, direction: Direction) -> Result<(), i64> {
-    let off = config().offsets;
-    // SAFETY (every `read_at` here): offsets read from this kernel's tracefs format by userspace.
-    let protocol: u16 =
-        unsafe { ctx.read_at(off.sock_len_protocol as usize) }.map_err(i64::from)?;
-    let family: u16 = unsafe { ctx.read_at(off.sock_len_family as usize) }.map_err(i64::from)?;
+    let protocol: u16 = field(ctx, sock_length_record::PROTOCOL);
+    let family: u16 = field(ctx, sock_length_record::FAMILY);
     if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
         return Ok(());
     }
-    let ret: i32 = unsafe { ctx.read_at(off.sock_len_ret as usize) }.map_err(i64::from)?;
-    let flags: i32 = unsafe { ctx.read_at(off.sock_len_flags as usize) }.map_err(i64::from)?;
+    let ret: i32 = field(ctx, sock_length_record::RET);
+    let flags: i32 = field(ctx, sock_length_record::FLAGS);
     if ret <= 0 || flags & MSG_PEEK != 0 {
         return Ok(());
     }
@@ -68,16 +66,15 @@ pub fn try_socket_io(ctx: &TracePointContext, direction: Direction) -> Result<()
     if !is_traced((pid_tgid >> 32) as u32) {
         return Ok(());
     }
-    let sock: u64 = unsafe { ctx.read_at(off.sock_len_sk as usize) }.map_err(i64::from)?;
+    let sock: u64 = field(ctx, sock_length_record::SK);
     let call = match current_data_syscall() {
         // A syscall moving bytes the other way (sendfile reading from a socket) is not one we
         // decode either.
-        Ok(call) if call.direction == direction => call,
-        Ok(_) | Err(NotData::Unwatched) => {
+        Some(call) if call.direction == direction => call,
+        _ => {
             count(Counter::UnwatchedSocketIo);
             return Ok(());
         }
-        Err(NotData::Unreadable) => return Err(1),
     };
     let [fd, arg1, arg2] = call.args;
     let (buf, iov, iovcnt) = match call.layout {
@@ -328,4 +325,12 @@ extern "C" fn copy_one_iovec(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 fn read_user_u64(addr: u64) -> Result<u64, i64> {
     // SAFETY: bpf_probe_read_user faults safely on bad addresses.
     unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const u64) }.map_err(i64::from)
+}
+
+/// A field of the tracepoint record at a fixed offset, loaded directly.
+#[inline(always)]
+fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: the offsets of `sock_length_record`, checked against tracefs by userspace, lie
+    // inside the record; the verifier checks every context load.
+    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset) as *const T) }
 }

@@ -19,7 +19,7 @@ use aya_ebpf::{
 
 use crate::{
     io::Layout,
-    maps::{SYSCALL_KINDS, config, is_traced},
+    maps::{SYSCALL_KINDS, is_traced},
     sockets,
 };
 
@@ -32,38 +32,52 @@ pub struct DataSyscall {
     pub args: [u64; 3],
 }
 
-/// Why [`current_data_syscall`] found nothing to decode.
-pub enum NotData {
-    /// A syscall the data path does not decode, or a 32-bit caller.
-    Unwatched,
-    /// The registers could not be read.
-    Unreadable,
+/// Where `struct pt_regs` keeps the syscall number, the first three arguments and the mode
+/// register, for the architecture the programs are built for (aya-build sets
+/// `bpf_target_arch` from the agent's target).
+#[cfg(not(bpf_target_arch = "aarch64"))]
+mod regs {
+    /// x86-64: `orig_ax`; di, si, dx; `cs`, which is `__USER_CS` for a native 64-bit syscall.
+    pub const NR: usize = 120;
+    pub const ARGS: [usize; 3] = [112, 104, 96];
+    pub const MODE: usize = 136;
+    pub const MODE_MASK: u64 = 0xffff;
+    pub const MODE_NATIVE: u64 = 0x33;
+}
+
+#[cfg(bpf_target_arch = "aarch64")]
+mod regs {
+    /// arm64: `syscallno` (32 bits); x0..x2, which hold the arguments until the syscall
+    /// returns; `pstate`, whose `PSR_MODE32_BIT` marks an AArch32 task.
+    pub const NR: usize = 280;
+    pub const ARGS: [usize; 3] = [0, 8, 16];
+    pub const MODE: usize = 264;
+    pub const MODE_MASK: u64 = 0x10;
+    pub const MODE_NATIVE: u64 = 0;
 }
 
 /// The data syscall the current thread is inside, if it is one we decode.
 #[inline(always)]
-pub fn current_data_syscall() -> Result<DataSyscall, NotData> {
-    // SAFETY: both helpers only look at the current task; the registers are read through
-    // `bpf_probe_read_kernel`, which faults safely.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    let at = config().regs;
-    let mode = read_reg(regs, at.mode).map_err(|_| NotData::Unreadable)?;
-    if (mode as u32) & at.mode_mask != at.mode_native {
+pub fn current_data_syscall() -> Option<DataSyscall> {
+    // SAFETY: both helpers only look at the current task. The verifier knows the result as a
+    // `struct pt_regs` pointer: loads from it at these fixed offsets are checked against its
+    // type and fault safely.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    let load = |offset: usize| unsafe { core::ptr::read(regs.add(offset) as *const u64) };
+    if load(regs::MODE) & regs::MODE_MASK != regs::MODE_NATIVE {
         // A compat task numbers its syscalls differently: its number would name another call.
-        return Err(NotData::Unwatched);
+        return None;
     }
-    let nr = read_reg(regs, at.nr).map_err(|_| NotData::Unreadable)? as u32;
-    let (syscall, direction, layout) = io_shape(kind_of(nr)).ok_or(NotData::Unwatched)?;
-    let arg = |offset| read_reg(regs, offset).map_err(|_| NotData::Unreadable);
+    let (syscall, direction, layout) = io_shape(kind_of(load(regs::NR) as u32))?;
     let args = [
-        arg(at.arg0)?,
-        arg(at.arg1)?,
+        load(regs::ARGS[0]),
+        load(regs::ARGS[1]),
         match layout {
-            Layout::Iovec => arg(at.arg2)?,
+            Layout::Iovec => load(regs::ARGS[2]),
             _ => 0,
         },
     ];
-    Ok(DataSyscall {
+    Some(DataSyscall {
         syscall,
         direction,
         layout,
@@ -96,14 +110,6 @@ fn io_shape(kind: u8) -> Option<(IoSyscall, Direction, Layout)> {
         k if k == IoSyscall::SendFile as u8 => (IoSyscall::SendFile, Egress, Layout::Counted),
         _ => return None,
     })
-}
-
-/// One register of the saved user context.
-#[inline(always)]
-fn read_reg(regs: u64, offset: u16) -> Result<u64, i64> {
-    // SAFETY: `regs` is the task's `struct pt_regs *`; the read faults safely.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((regs + offset as u64) as *const u64) }
-        .map_err(i64::from)
 }
 
 /// The first argument of a `syscalls:sys_enter_*` record, for a traced process only.

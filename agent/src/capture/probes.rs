@@ -78,7 +78,6 @@ impl Probes {
             capture_bytes: opts.capture_bytes.min(MAX_CAPTURE as u32),
             _pad: 0,
             offsets: tracefs::read_offsets(root)?,
-            regs: syscalls::regs(),
         };
         let ring = opts.ring_buffer_bytes.next_power_of_two().max(4096 * 16);
         let mut ebpf = EbpfLoader::new()

@@ -1,18 +1,13 @@
-//! This architecture's syscall numbers and register layout, for the kernel's data path: it reads
-//! the current syscall's number and arguments from the registers the thread saved on entry, so
-//! userspace tells it which numbers are data syscalls and where the registers are.
+//! This architecture's syscall numbers, for the kernel's data path: it reads the current
+//! syscall's number from the registers the thread saved on entry, and userspace tells it which
+//! numbers are the data syscalls. (The register layout is compiled into the kernel programs,
+//! which are built for the agent's architecture.)
 
-use agent_common::{IoSyscall, SYSCALL_KINDS_LEN, SyscallRegs};
+use agent_common::{IoSyscall, SYSCALL_KINDS_LEN};
 
 /// `(number, kind)` for every data syscall the kernel programs decode.
 pub fn table() -> &'static [(u32, u8)] {
     TABLE
-}
-
-/// Offsets in `struct pt_regs` of the syscall number, the first three arguments and the mode
-/// register.
-pub fn regs() -> SyscallRegs {
-    REGS
 }
 
 const fn io(syscall: IoSyscall) -> u8 {
@@ -32,20 +27,6 @@ const TABLE: &[(u32, u8)] = &[
     (47, io(IoSyscall::RecvMsg)),
 ];
 
-/// x86_64 `struct pt_regs`: `orig_ax` holds the number, di, si, dx the first arguments; a
-/// native syscall comes from the 64-bit user code segment (`__USER_CS`).
-#[cfg(target_arch = "x86_64")]
-const REGS: SyscallRegs = SyscallRegs {
-    nr: 120,
-    arg0: 112,
-    arg1: 104,
-    arg2: 96,
-    mode: 136,
-    _pad: 0,
-    mode_mask: 0xffff,
-    mode_native: 0x33,
-};
-
 #[cfg(target_arch = "aarch64")]
 const TABLE: &[(u32, u8)] = &[
     (63, io(IoSyscall::Read)),
@@ -58,20 +39,6 @@ const TABLE: &[(u32, u8)] = &[
     (211, io(IoSyscall::SendMsg)),
     (212, io(IoSyscall::RecvMsg)),
 ];
-
-/// arm64 `struct pt_regs`: x0..x2 hold the first arguments until the syscall returns,
-/// `syscallno` the number; AArch32 tasks have `PSR_MODE32_BIT` set in `pstate`.
-#[cfg(target_arch = "aarch64")]
-const REGS: SyscallRegs = SyscallRegs {
-    nr: 280,
-    arg0: 0,
-    arg1: 8,
-    arg2: 16,
-    mode: 264,
-    _pad: 0,
-    mode_mask: 0x10,
-    mode_native: 0,
-};
 
 // Every number must fit the kernel's lookup array.
 const _: () = {

@@ -3,7 +3,7 @@
 
 use std::{fs, path::Path};
 
-use agent_common::{SYSCALL_ENTER_ARG0, SYSCALL_EXIT_RET, TracepointOffsets};
+use agent_common::{SYSCALL_ENTER_ARG0, SYSCALL_EXIT_RET, TracepointOffsets, sock_length_record};
 use anyhow::{Context as _, bail};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -90,33 +90,63 @@ fn parse_field_offset(format: &str, field: &str) -> anyhow::Result<u16> {
 
 /// Offsets of every tracepoint field the kernel programs read.
 pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
-    let sock = |f| field_offset(root, "sock", "sock_send_length", f);
     let state = |f| field_offset(root, "sock", "inet_sock_set_state", f);
-    // The recv tracepoint must share the send one's layout: one program reads both.
-    for f in ["sk", "family", "protocol", "ret", "flags"] {
-        let recv = field_offset(root, "sock", "sock_recv_length", f)?;
-        if recv != sock(f)? {
-            bail!("sock:sock_recv_length and sock:sock_send_length differ in field `{f}`");
-        }
-    }
-    // The syscall programs read the first argument and `ret` at fixed offsets: check them.
-    for (name, field, expected) in [
-        ("sys_enter_close", "fd", SYSCALL_ENTER_ARG0),
-        ("sys_enter_connect", "fd", SYSCALL_ENTER_ARG0),
-        ("sys_exit_accept4", "ret", SYSCALL_EXIT_RET),
-        ("sys_exit_accept", "ret", SYSCALL_EXIT_RET),
-    ] {
-        let at = field_offset(root, "syscalls", name, field)?;
+    // The data path and the syscall programs load these fields at fixed offsets: check them.
+    let fixed = [
+        ("sock", "sock_send_length", "sk", sock_length_record::SK),
+        (
+            "sock",
+            "sock_send_length",
+            "family",
+            sock_length_record::FAMILY,
+        ),
+        (
+            "sock",
+            "sock_send_length",
+            "protocol",
+            sock_length_record::PROTOCOL,
+        ),
+        ("sock", "sock_send_length", "ret", sock_length_record::RET),
+        (
+            "sock",
+            "sock_send_length",
+            "flags",
+            sock_length_record::FLAGS,
+        ),
+        ("sock", "sock_recv_length", "sk", sock_length_record::SK),
+        (
+            "sock",
+            "sock_recv_length",
+            "family",
+            sock_length_record::FAMILY,
+        ),
+        (
+            "sock",
+            "sock_recv_length",
+            "protocol",
+            sock_length_record::PROTOCOL,
+        ),
+        ("sock", "sock_recv_length", "ret", sock_length_record::RET),
+        (
+            "sock",
+            "sock_recv_length",
+            "flags",
+            sock_length_record::FLAGS,
+        ),
+        ("syscalls", "sys_enter_close", "fd", SYSCALL_ENTER_ARG0),
+        ("syscalls", "sys_enter_connect", "fd", SYSCALL_ENTER_ARG0),
+        ("syscalls", "sys_exit_accept4", "ret", SYSCALL_EXIT_RET),
+        ("syscalls", "sys_exit_accept", "ret", SYSCALL_EXIT_RET),
+    ];
+    for (category, name, field, expected) in fixed {
+        let at = field_offset(root, category, name, field)?;
         if usize::from(at) != expected {
-            bail!("syscalls:{name} has `{field}` at offset {at}, expected {expected}");
+            bail!(
+                "{category}:{name} has `{field}` at offset {at}, expected {expected}; this kernel's layout is not supported"
+            );
         }
     }
     Ok(TracepointOffsets {
-        sock_len_sk: sock("sk")?,
-        sock_len_family: sock("family")?,
-        sock_len_protocol: sock("protocol")?,
-        sock_len_ret: sock("ret")?,
-        sock_len_flags: sock("flags")?,
         state_skaddr: state("skaddr")?,
         state_oldstate: state("oldstate")?,
         state_newstate: state("newstate")?,
@@ -130,6 +160,7 @@ pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
         state_daddr_v6: state("daddr_v6")?,
         fork_child_pid: field_offset(root, "sched", "sched_process_fork", "child_pid")?,
         wakeup_pid: field_offset(root, "sched", "sched_wakeup", "pid")?,
+        _pad: 0,
     })
 }
 
