@@ -279,7 +279,8 @@ pub struct CaptureConfig {
     pub filter_pids: u32,
     /// Payload prefix copied per syscall, at most `MAX_CAPTURE`.
     pub capture_bytes: u32,
-    pub _pad: u32,
+    /// Userspace is woken when the ring buffer's backlog reaches this many bytes.
+    pub wakeup_bytes: u32,
     pub offsets: TracepointOffsets,
 }
 
@@ -289,7 +290,7 @@ impl CaptureConfig {
             agent_tgid: 0,
             filter_pids: 0,
             capture_bytes: DEFAULT_CAPTURE,
-            _pad: 0,
+            wakeup_bytes: 1024 * 1024,
             offsets: TracepointOffsets {
                 state_skaddr: 0,
                 state_oldstate: 0,

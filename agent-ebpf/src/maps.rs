@@ -22,11 +22,11 @@ pub fn config() -> CaptureConfig {
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
-/// Userspace is woken when the backlog crosses this band (or by its own short poll timeout):
-/// a wake-up per record would cost the traced programs an interrupt and a context switch each.
-/// Only records landing inside the band wake it, so a backlog above it does not re-wake.
-const WAKEUP_THRESHOLD: u64 = 64 * 1024;
-const WAKEUP_BAND: u64 = 16 * 1024;
+/// Userspace is woken when the backlog crosses a band starting at `CONFIG.wakeup_bytes` (or by
+/// its own short poll timeout). A wake-up per record would cost the traced programs an interrupt
+/// and a context switch each, and frequent small batches keep the agent preempting the traced
+/// programs. Only records landing inside the band wake it, so a backlog above it does not
+/// re-wake.
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -35,7 +35,8 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA);
-    if (WAKEUP_THRESHOLD..WAKEUP_THRESHOLD + WAKEUP_BAND).contains(&pending) {
+    let threshold = config().wakeup_bytes as u64;
+    if (threshold..threshold + threshold / 4).contains(&pending) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -72,14 +72,14 @@ impl Probes {
                 bail!("tracepoint {category}:{name} is missing on this kernel; capture needs it");
             }
         }
+        let ring = opts.ring_buffer_bytes.next_power_of_two().max(4096 * 16);
         let config = CaptureConfig {
             agent_tgid: opts.agent_tgid,
             filter_pids: opts.filter_pids as u32,
             capture_bytes: opts.capture_bytes.min(MAX_CAPTURE as u32),
-            _pad: 0,
+            wakeup_bytes: wakeup_bytes(ring),
             offsets: tracefs::read_offsets(root)?,
         };
-        let ring = opts.ring_buffer_bytes.next_power_of_two().max(4096 * 16);
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", ring)
@@ -151,6 +151,13 @@ impl Probes {
             map: PerCpuArray::try_from(map)?,
         })
     }
+}
+
+/// The ring-buffer backlog that wakes userspace: large enough that the agent works in a few
+/// long batches rather than many short ones (each wake-up can preempt a traced program), small
+/// enough that the ring never comes close to full between wake-ups.
+fn wakeup_bytes(ring: u32) -> u32 {
+    (ring / 8).min(1024 * 1024)
 }
 
 /// The kernel's `comm` for a program: its file name, cut to 15 bytes, NUL-padded.
