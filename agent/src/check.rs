@@ -3,7 +3,7 @@
 use std::{fs, path::Path};
 
 use crate::capture::{
-    probes::{ProbeOptions, Probes, wanted_tracepoints},
+    probes::{KERNEL_BTF, ProbeOptions, Probes, wanted_tracepoints},
     tracefs,
 };
 
@@ -44,11 +44,11 @@ pub fn check() -> bool {
             caps.unwrap_or(0)
         ),
     );
-    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    let btf = Path::new(KERNEL_BTF).exists();
     r.line(
         btf,
         true,
-        "BTF (/sys/kernel/btf/vmlinux)",
+        &format!("BTF ({KERNEL_BTF})"),
         if btf {
             "present: the data path reads the current syscall's registers through it"
         } else {

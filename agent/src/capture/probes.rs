@@ -1,6 +1,7 @@
 //! Loading the kernel programs, attaching them to tracepoints, and reading their counters.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use agent_common::{COUNTER_COUNT, CaptureConfig, Counter, MAX_CAPTURE};
 use anyhow::{Context as _, bail};
@@ -15,6 +16,10 @@ use super::{syscalls, tracefs};
 
 /// The kernel object built by `agent/build.rs`.
 static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+/// The kernel's own type information; `bpf_get_current_task_btf` and the typed `pt_regs`
+/// loads of the data path rest on it.
+pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Which program serves which tracepoints. Required: without them nothing can be captured.
 /// The data path is the two `sock` tracepoints; of the syscalls, only the entries of close and
@@ -65,6 +70,11 @@ impl Probes {
     pub fn load(opts: &ProbeOptions) -> anyhow::Result<Self> {
         if KERNEL_OBJECT.is_empty() {
             bail!("this binary was built without its kernel programs (AYA_BUILD_SKIP was set)");
+        }
+        if !Path::new(KERNEL_BTF).exists() {
+            bail!(
+                "{KERNEL_BTF} is missing: this kernel was built without BTF, which the data path needs to read a syscall's registers (CONFIG_DEBUG_INFO_BTF)"
+            );
         }
         let root = tracefs::ensure_mounted()?;
         for (category, name, required) in wanted_tracepoints() {
