@@ -423,6 +423,8 @@ impl HttpClient for FixedHeadersClient {
 fn otel_value(v: AttrValue) -> Value {
     match v {
         AttrValue::Str(s) => Value::from(s),
+        AttrValue::Static(s) => Value::from(s),
+        AttrValue::Shared(s) => Value::from(s),
         AttrValue::Int(i) => Value::I64(i),
         AttrValue::Bool(b) => Value::Bool(b),
     }

@@ -217,9 +217,9 @@ impl<'a> From<&'a SpanRecord> for JsonSpan<'a> {
             .iter()
             .map(|(k, v)| {
                 let v = match v {
-                    AttrValue::Str(x) => serde_json::Value::from(x.as_str()),
                     AttrValue::Int(x) => serde_json::Value::from(*x),
                     AttrValue::Bool(x) => serde_json::Value::from(*x),
+                    text => serde_json::Value::from(text.as_str().unwrap_or_default()),
                 };
                 ((*k).to_owned(), v)
             })
@@ -307,9 +307,11 @@ fn label(s: &SpanRecord) -> String {
         SpanKind::Client => {
             let peer = ["server.address", "db.system.name", "db.system"]
                 .iter()
-                .find_map(|k| match s.attribute(k) {
-                    Some(AttrValue::Str(v)) if !v.is_empty() => Some(v.clone()),
-                    _ => None,
+                .find_map(|k| {
+                    s.attribute(k)
+                        .and_then(AttrValue::as_str)
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned)
                 })
                 .unwrap_or_else(|| "?".into());
             format!("{service} → {peer}  {}", s.name)

@@ -3,7 +3,8 @@
 use agent_common::ConnTuple;
 
 use super::{
-    http::{SpanShape, address, address_text, joined},
+    address::AddressNames,
+    http::{SpanShape, joined},
     model::{AttrValue, SpanKind, SpanStatus},
 };
 use crate::protocols::{DbExchange, sql};
@@ -14,7 +15,12 @@ pub struct DbOptions {
     pub keep_literals: bool,
 }
 
-pub fn db_span(ex: DbExchange, tuple: &ConnTuple, opts: DbOptions) -> SpanShape {
+pub fn db_span(
+    ex: DbExchange,
+    tuple: &ConnTuple,
+    opts: DbOptions,
+    names: &mut AddressNames,
+) -> SpanShape {
     // `{operation} {collection}`, else the operation, else the system.
     let name = match (&ex.operation, &ex.collection) {
         (Some(op), Some(c)) => joined(op, ' ', c),
@@ -22,7 +28,7 @@ pub fn db_span(ex: DbExchange, tuple: &ConnTuple, opts: DbOptions) -> SpanShape 
         _ => ex.system.to_owned(),
     };
     let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(10);
-    attrs.push(("db.system.name", AttrValue::from(ex.system)));
+    attrs.push(("db.system.name", AttrValue::Static(ex.system)));
     if let Some(op) = ex.operation {
         attrs.push(("db.operation.name", AttrValue::Str(op)));
     }
@@ -42,11 +48,10 @@ pub fn db_span(ex: DbExchange, tuple: &ConnTuple, opts: DbOptions) -> SpanShape 
         };
         attrs.push(("db.query.text", AttrValue::Str(shown)));
     }
-    if let Some(remote) = address(tuple.family, &tuple.remote_addr) {
-        let remote = address_text(remote);
-        attrs.push(("server.address", AttrValue::Str(remote.clone())));
+    if let Some(remote) = names.of(tuple.family, &tuple.remote_addr) {
+        attrs.push(("server.address", AttrValue::Shared(remote.clone())));
         attrs.push(("server.port", AttrValue::Int(tuple.remote_port as i64)));
-        attrs.push(("network.peer.address", AttrValue::Str(remote)));
+        attrs.push(("network.peer.address", AttrValue::Shared(remote)));
         attrs.push((
             "network.peer.port",
             AttrValue::Int(tuple.remote_port as i64),
@@ -88,7 +93,12 @@ mod tests {
             error_message: Some("WRONGTYPE Operation against a key".into()),
             ..Default::default()
         };
-        let s = db_span(ex, &ConnTuple::UNKNOWN, DbOptions::default());
+        let s = db_span(
+            ex,
+            &ConnTuple::UNKNOWN,
+            DbOptions::default(),
+            &mut AddressNames::default(),
+        );
         assert_eq!(s.name, "SET");
         assert_eq!(s.kind, SpanKind::Client);
         let text = s

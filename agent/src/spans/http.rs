@@ -1,11 +1,14 @@
 //! HTTP/1 exchanges as spans, with OpenTelemetry HTTP semantic-convention attributes.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
-use agent_common::{AF_INET, AF_INET6, ConnTuple, Role};
+use agent_common::{ConnTuple, Role};
 
-use super::model::{AttrValue, SpanKind, SpanStatus};
+use super::{
+    address::AddressNames,
+    model::{AttrValue, SpanKind, SpanStatus},
+};
 use crate::protocols::HttpExchange;
 
 /// The protocol-specific part of a span: everything but ids, times and resource.
@@ -28,13 +31,14 @@ pub fn http_span(
     tuple: &ConnTuple,
     scheme: &'static str,
     opts: HttpOptions,
+    names: &mut AddressNames,
 ) -> SpanShape {
     if ex
         .content_type
         .as_deref()
         .is_some_and(|c| c.starts_with("application/grpc"))
     {
-        return grpc_span(ex, role, tuple);
+        return grpc_span(ex, role, tuple, names);
     }
     let HttpExchange {
         method,
@@ -59,23 +63,26 @@ pub fn http_span(
         SpanKind::Server
     };
     let name = joined(&method, ' ', path);
-    let local = address(tuple.family, &tuple.local_addr);
-    let remote = address(tuple.family, &tuple.remote_addr).map(address_text);
+    let remote = names.of(tuple.family, &tuple.remote_addr);
     let (host_header, host_port) = host.as_deref().map(split_host_port).unwrap_or((None, None));
+    let host_header = host_header.map(|h| AttrValue::Str(h.to_owned()));
     // Everything that borrows the target is worked out before the target moves into `url.path`.
     let (server, port, full) = match kind {
         SpanKind::Server => (
-            host_header
-                .map(str::to_owned)
-                .or_else(|| local.map(address_text)),
+            host_header.or_else(|| {
+                names
+                    .of(tuple.family, &tuple.local_addr)
+                    .map(AttrValue::Shared)
+            }),
             host_port.or((tuple.local_port != 0).then_some(tuple.local_port)),
             None,
         ),
         SpanKind::Client => {
-            let server = host_header.map(str::to_owned).or_else(|| remote.clone());
+            let server = host_header.or_else(|| remote.clone().map(AttrValue::Shared));
             let port = host_port.or((tuple.remote_port != 0).then_some(tuple.remote_port));
             let full = server
-                .as_deref()
+                .as_ref()
+                .and_then(AttrValue::as_str)
                 .map(|s| full_url(scheme, s, port, path, query.as_deref()));
             (server, port, full)
         }
@@ -88,22 +95,22 @@ pub fn http_span(
     };
 
     let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(12);
-    attrs.push(("http.request.method", AttrValue::Str(method)));
+    attrs.push(("http.request.method", known_text(method, &METHODS)));
     attrs.push(("url.path", AttrValue::Str(path)));
     if let Some(q) = query {
         attrs.push(("url.query", AttrValue::Str(q)));
     }
-    attrs.push(("url.scheme", AttrValue::from(scheme)));
+    attrs.push(("url.scheme", AttrValue::Static(scheme)));
     // `network.protocol.name` is left out: the conventions ask for it only when it is not
     // "http".
     if !version.is_empty() {
-        attrs.push(("network.protocol.version", AttrValue::Str(version)));
+        attrs.push(("network.protocol.version", known_text(version, &VERSIONS)));
     }
     if let Some(status) = status {
         attrs.push(("http.response.status_code", AttrValue::Int(status as i64)));
     }
     if let Some(s) = server {
-        attrs.push(("server.address", AttrValue::Str(s)));
+        attrs.push(("server.address", s));
     }
     match kind {
         SpanKind::Server => {
@@ -113,7 +120,7 @@ pub fn http_span(
             // `client.port` is opt-in on HTTP server spans (an ephemeral port nobody queries);
             // `network.peer.port` still carries it.
             if let Some(r) = &remote {
-                attrs.push(("client.address", AttrValue::Str(r.clone())));
+                attrs.push(("client.address", AttrValue::Shared(r.clone())));
             }
         }
         SpanKind::Client => {
@@ -135,7 +142,7 @@ pub fn http_span(
             }
         }
         None => {
-            attrs.push(("error.type", AttrValue::from("no_response")));
+            attrs.push(("error.type", AttrValue::Static("no_response")));
             SpanStatus::Error {
                 message: "connection ended before a response".to_owned(),
             }
@@ -157,6 +164,21 @@ pub(super) fn joined(a: &str, sep: char, b: &str) -> String {
     s.push(sep);
     s.push_str(b);
     s
+}
+
+/// Request methods (RFC 9110) and protocol versions common enough to keep as fixed texts.
+const METHODS: [&str; 9] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+const VERSIONS: [&str; 3] = ["1.1", "1.0", "2"];
+
+/// `text` as one of the fixed `known` texts when it is one (nothing to copy downstream), else as
+/// it is.
+fn known_text(text: String, known: &[&'static str]) -> AttrValue {
+    match known.iter().find(|k| **k == text) {
+        Some(k) => AttrValue::Static(k),
+        None => AttrValue::Str(text),
+    }
 }
 
 /// `url.full`: the port is left out when it is the scheme's default.
@@ -210,7 +232,12 @@ const GRPC_CODES: [&str; 17] = [
 const GRPC_SERVER_FAULTS: [i64; 6] = [2, 4, 12, 13, 14, 15];
 
 /// A gRPC call over HTTP/2: `rpc.*` attributes, named `package.Service/Method`.
-fn grpc_span(ex: HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
+fn grpc_span(
+    ex: HttpExchange,
+    role: Role,
+    tuple: &ConnTuple,
+    names: &mut AddressNames,
+) -> SpanShape {
     let kind = if role == Role::Client {
         SpanKind::Client
     } else {
@@ -222,12 +249,12 @@ fn grpc_span(ex: HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
         .split_once('/')
         .unwrap_or((path.trim_start_matches('/'), ""));
     let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(12);
-    attrs.push(("rpc.system.name", AttrValue::from("grpc")));
+    attrs.push(("rpc.system.name", AttrValue::Static("grpc")));
     attrs.push(("rpc.service", AttrValue::from(service)));
     attrs.push(("rpc.method", AttrValue::from(method)));
-    attrs.push(("network.protocol.name", AttrValue::from("http")));
-    attrs.push(("network.protocol.version", AttrValue::from("2")));
-    let remote = address(tuple.family, &tuple.remote_addr).map(address_text);
+    attrs.push(("network.protocol.name", AttrValue::Static("http")));
+    attrs.push(("network.protocol.version", AttrValue::Static("2")));
+    let remote = names.of(tuple.family, &tuple.remote_addr);
     let (host, host_port) = ex
         .host
         .as_deref()
@@ -235,8 +262,11 @@ fn grpc_span(ex: HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
         .unwrap_or((None, None));
     match kind {
         SpanKind::Client => {
-            if let Some(s) = host.map(str::to_owned).or_else(|| remote.clone()) {
-                attrs.push(("server.address", AttrValue::Str(s)));
+            let server = host
+                .map(|h| AttrValue::Str(h.to_owned()))
+                .or_else(|| remote.clone().map(AttrValue::Shared));
+            if let Some(s) = server {
+                attrs.push(("server.address", s));
             }
             let port = host_port.or((tuple.remote_port != 0).then_some(tuple.remote_port));
             if let Some(p) = port {
@@ -248,7 +278,7 @@ fn grpc_span(ex: HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
                 attrs.push(("server.port", AttrValue::Int(tuple.local_port as i64)));
             }
             if let Some(r) = &remote {
-                attrs.push(("client.address", AttrValue::Str(r.clone())));
+                attrs.push(("client.address", AttrValue::Shared(r.clone())));
                 attrs.push(("client.port", AttrValue::Int(tuple.remote_port as i64)));
             }
         }
@@ -297,12 +327,12 @@ fn grpc_span(ex: HttpExchange, role: Role, tuple: &ConnTuple) -> SpanShape {
 /// `network.peer.*` (the other end of the connection) and `user_agent.original`.
 fn push_peer_and_agent(
     attrs: &mut Vec<(&'static str, AttrValue)>,
-    remote: Option<String>,
+    remote: Option<Arc<str>>,
     remote_port: u16,
     user_agent: Option<String>,
 ) {
     if let Some(r) = remote {
-        attrs.push(("network.peer.address", AttrValue::Str(r)));
+        attrs.push(("network.peer.address", AttrValue::Shared(r)));
         attrs.push(("network.peer.port", AttrValue::Int(remote_port as i64)));
     }
     if let Some(ua) = user_agent {
@@ -372,48 +402,10 @@ fn split_host_port(host: &str) -> (Option<&str>, Option<u16>) {
     }
 }
 
-/// An address as text. IPv4, by far the most common, is written directly: `to_string` costs
-/// several times as much (the formatting machinery, and two reallocations on the way).
-pub fn address_text(ip: IpAddr) -> String {
-    let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let octets = v4.octets();
-    let digits = |n: u8| 1 + usize::from(n >= 10) + usize::from(n >= 100);
-    let mut text = String::with_capacity(3 + octets.iter().map(|&n| digits(n)).sum::<usize>());
-    for (i, n) in octets.into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        if n >= 100 {
-            text.push(char::from(b'0' + n / 100));
-        }
-        if n >= 10 {
-            text.push(char::from(b'0' + n / 10 % 10));
-        }
-        text.push(char::from(b'0' + n % 10));
-    }
-    text
-}
-
-pub fn address(family: u16, bytes: &[u8; 16]) -> Option<IpAddr> {
-    match family {
-        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
-            bytes[0], bytes[1], bytes[2], bytes[3],
-        ))),
-        AF_INET6 => {
-            let v6 = Ipv6Addr::from(*bytes);
-            Some(match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(v6),
-            })
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use agent_common::AF_INET;
+
     use super::*;
 
     fn tuple() -> ConnTuple {
@@ -441,7 +433,14 @@ mod tests {
             status: Some(503),
             ..Default::default()
         };
-        let s = http_span(ex, Role::Server, &tuple(), "http", HttpOptions::default());
+        let s = http_span(
+            ex,
+            Role::Server,
+            &tuple(),
+            "http",
+            HttpOptions::default(),
+            &mut AddressNames::default(),
+        );
         assert_eq!(s.name, "GET /items/7");
         assert_eq!(s.kind, SpanKind::Server);
         assert_eq!(
@@ -483,6 +482,7 @@ mod tests {
             &tuple(),
             "http",
             HttpOptions::default(),
+            &mut AddressNames::default(),
         );
         assert_eq!(
             get(&s, "url.full"),
@@ -499,6 +499,7 @@ mod tests {
             HttpOptions {
                 keep_query_strings: true,
             },
+            &mut AddressNames::default(),
         );
         assert_eq!(
             get(&kept, "url.full"),
@@ -526,6 +527,7 @@ mod tests {
             &tuple(),
             "http",
             HttpOptions::default(),
+            &mut AddressNames::default(),
         );
         assert_eq!(client.name, "helloworld.Greeter/SayHello");
         assert_eq!(
@@ -552,6 +554,7 @@ mod tests {
             &tuple(),
             "http",
             HttpOptions::default(),
+            &mut AddressNames::default(),
         );
         assert!(matches!(server.status, SpanStatus::Unset));
         let internal = HttpExchange {
@@ -564,28 +567,9 @@ mod tests {
             &tuple(),
             "http",
             HttpOptions::default(),
+            &mut AddressNames::default(),
         );
         assert!(matches!(server.status, SpanStatus::Error { .. }));
-    }
-
-    #[test]
-    fn address_text_matches_display() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.9.99.100",
-            "255.255.255.255",
-            "192.168.1.20",
-            "::1",
-            "2001:db8::7",
-        ] {
-            let ip: IpAddr = ip.parse().unwrap();
-            let text = address_text(ip);
-            assert_eq!(text, ip.to_string());
-            if ip.is_ipv4() {
-                assert_eq!(text.capacity(), text.len(), "{ip}");
-            }
-        }
     }
 
     #[test]

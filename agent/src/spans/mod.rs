@@ -1,6 +1,7 @@
 //! Spans: exchanges become OpenTelemetry spans with semantic-convention attributes, resources
 //! and trace context.
 
+pub mod address;
 pub mod assembly;
 pub mod clock;
 pub mod db;
@@ -13,6 +14,7 @@ pub mod trace_context;
 use agent_common::Role;
 
 use self::{
+    address::AddressNames,
     assembly::{AssemblyStats, RequestKey, TraceAssembler},
     clock::Clock,
     db::{DbOptions, db_span},
@@ -36,6 +38,7 @@ pub struct SpanFactory {
     clock: Clock,
     resources: ResourceCache,
     assembler: TraceAssembler,
+    names: AddressNames,
     opts: SpanOptions,
     pub created: u64,
 }
@@ -46,6 +49,7 @@ impl SpanFactory {
             clock: Clock::new(),
             resources: ResourceCache::new(),
             assembler: TraceAssembler::new(),
+            names: AddressNames::default(),
             opts,
             created: 0,
         }
@@ -109,9 +113,16 @@ impl SpanFactory {
         let shape = match ex.detail {
             ExchangeDetail::Http(http) => {
                 let scheme = if meta.tls { "https" } else { "http" };
-                http_span(http, meta.role, &meta.tuple, scheme, self.opts.http)
+                http_span(
+                    http,
+                    meta.role,
+                    &meta.tuple,
+                    scheme,
+                    self.opts.http,
+                    &mut self.names,
+                )
             }
-            ExchangeDetail::Db(db) => db_span(db, &meta.tuple, self.opts.db),
+            ExchangeDetail::Db(db) => db_span(db, &meta.tuple, self.opts.db, &mut self.names),
         };
         let key = RequestKey {
             tgid: meta.tgid,

@@ -13,11 +13,39 @@ pub enum SpanKind {
     Client,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum AttrValue {
     Str(String),
+    /// A fixed text (a scheme, a protocol name): nothing to allocate or copy, here or in the
+    /// exporter.
+    Static(&'static str),
+    /// A text many spans share (a peer's address): cloned by reference count.
+    Shared(Arc<str>),
     Int(i64),
     Bool(bool),
+}
+
+impl AttrValue {
+    /// The text, for the three text forms.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Str(s) => Some(s),
+            Self::Static(s) => Some(s),
+            Self::Shared(s) => Some(s),
+            Self::Int(_) | Self::Bool(_) => None,
+        }
+    }
+}
+
+/// Texts are equal by content, whichever form holds them.
+impl PartialEq for AttrValue {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Int(a), Self::Int(b)) => a == b,
+            (Self::Bool(a), Self::Bool(b)) => a == b,
+            _ => self.as_str().is_some() && self.as_str() == other.as_str(),
+        }
+    }
 }
 
 impl From<&str> for AttrValue {
