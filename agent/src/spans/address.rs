@@ -1,4 +1,4 @@
-//! Peer addresses as attribute text. A connection's every span names the same addresses, so
+//! Peer addresses as attribute text. Every span of a connection names the same addresses, so
 //! each address is written once and shared, instead of formatted and copied per span.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
