@@ -12,6 +12,7 @@ pub mod capture;
 pub mod check;
 pub mod config;
 pub mod export;
+pub mod process_counts;
 pub mod protocols;
 pub mod run;
 pub mod spans;

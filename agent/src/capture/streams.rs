@@ -8,6 +8,7 @@ use foldhash::HashMap;
 use serde::Serialize;
 
 use super::{events::DataEvent, procnet, self_traffic::SelfTraffic};
+use crate::process_counts::ProcessCounts;
 use crate::protocols::{self, Chunk, Exchange, Flow, Protocol, RequestStarted, Session};
 
 /// How many chunks may go by without a recognised protocol before a connection is ignored.
@@ -63,7 +64,7 @@ pub struct Connections {
     table: HashMap<(u32, u64, bool), Connection>,
     /// Connections per process: most processes that exit had none, and then nothing has to be
     /// searched.
-    per_process: HashMap<u32, u32>,
+    per_process: ProcessCounts,
     max_connections: usize,
     stats: StreamStats,
     /// Reused for every chunk, so that decoding allocates only what it outputs.
@@ -103,7 +104,7 @@ impl Connections {
         Self {
             self_traffic,
             table: HashMap::default(),
-            per_process: HashMap::default(),
+            per_process: ProcessCounts::default(),
             max_connections,
             stats: StreamStats::default(),
             scratch: Scratch::default(),
@@ -132,7 +133,7 @@ impl Connections {
                     self.stats.connections_agent_own += 1;
                     conn.state = DecodeState::Unsupported;
                 }
-                *self.per_process.entry(ev.tgid).or_default() += 1;
+                self.per_process.add(ev.tgid);
                 slot.insert(conn)
             }
         };
@@ -155,7 +156,7 @@ impl Connections {
 
     /// The process is gone: every one of its connections ends.
     pub fn on_process_exit(&mut self, tgid: u32, at_ns: u64, out: &mut Vec<Finished>) {
-        if !self.per_process.contains_key(&tgid) {
+        if !self.per_process.has(tgid) {
             return;
         }
         let keys: Vec<_> = self
@@ -193,12 +194,7 @@ impl Connections {
         let Some(conn) = self.table.remove(key) else {
             return;
         };
-        if let Some(count) = self.per_process.get_mut(&key.0) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_process.remove(&key.0);
-            }
-        }
+        self.per_process.remove(key.0);
         self.stats.exchanges += conn.finish(at_ns, &mut self.scratch.exchanges, out) as u64;
     }
 

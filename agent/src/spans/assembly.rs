@@ -28,6 +28,7 @@ use super::{
     model::{SpanId, TraceId},
     trace_context::{new_span_id, new_trace_id, parse_traceparent},
 };
+use crate::process_counts::ProcessCounts;
 
 /// Bound on requests in flight across all processes; past it the oldest are forgotten.
 const MAX_IN_FLIGHT: usize = 65536;
@@ -103,7 +104,7 @@ pub struct TraceAssembler {
     thread_affinity: HashMap<u32, RequestKey>,
     /// Requests in flight per process: most processes that exec or exit had none, and then
     /// nothing has to be searched.
-    per_process: HashMap<u32, u32>,
+    per_process: ProcessCounts,
     pub stats: AssemblyStats,
 }
 
@@ -168,7 +169,7 @@ impl TraceAssembler {
             self.claim_early_server(tuple, key.start_ns, &ctx);
             mirrored(tuple)
         };
-        *self.per_process.entry(key.tgid).or_default() += 1;
+        self.per_process.add(key.tgid);
         self.in_flight.insert(
             key,
             InFlight {
@@ -256,7 +257,7 @@ impl TraceAssembler {
 
     /// The process is gone: forget what it had in flight.
     pub fn on_process_exit(&mut self, tgid: u32) {
-        if !self.per_process.contains_key(&tgid) {
+        if !self.per_process.has(tgid) {
             return;
         }
         let keys: Vec<RequestKey> = self
@@ -291,12 +292,7 @@ impl TraceAssembler {
     }
 
     fn unindex(&mut self, key: RequestKey, role: Role, ends: Endpoints) {
-        if let Some(count) = self.per_process.get_mut(&key.tgid) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_process.remove(&key.tgid);
-            }
-        }
+        self.per_process.remove(key.tgid);
         match role {
             Role::Server => {
                 if let Some(m) = self.serving.get_mut(&key.tgid) {
@@ -582,8 +578,8 @@ mod tests {
         assert_eq!(a.in_flight(), 2);
         a.on_process_exit(1);
         assert_eq!(a.in_flight(), 1);
-        assert_eq!(a.per_process.get(&2), Some(&1));
-        assert!(!a.per_process.contains_key(&1));
+        assert_eq!(a.per_process.count(2), 1);
+        assert!(!a.per_process.has(1));
     }
 
     fn hex(b: &[u8]) -> String {
