@@ -92,53 +92,23 @@ fn parse_field_offset(format: &str, field: &str) -> anyhow::Result<u16> {
 pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
     let state = |f| field_offset(root, "sock", "inet_sock_set_state", f);
     // The data path and the syscall programs load these fields at fixed offsets: check them.
-    let fixed = [
-        ("sock", "sock_send_length", "sk", sock_length_record::SK),
-        (
-            "sock",
-            "sock_send_length",
-            "family",
-            sock_length_record::FAMILY,
-        ),
-        (
-            "sock",
-            "sock_send_length",
-            "protocol",
-            sock_length_record::PROTOCOL,
-        ),
-        ("sock", "sock_send_length", "ret", sock_length_record::RET),
-        (
-            "sock",
-            "sock_send_length",
-            "flags",
-            sock_length_record::FLAGS,
-        ),
-        ("sock", "sock_recv_length", "sk", sock_length_record::SK),
-        (
-            "sock",
-            "sock_recv_length",
-            "family",
-            sock_length_record::FAMILY,
-        ),
-        (
-            "sock",
-            "sock_recv_length",
-            "protocol",
-            sock_length_record::PROTOCOL,
-        ),
-        ("sock", "sock_recv_length", "ret", sock_length_record::RET),
-        (
-            "sock",
-            "sock_recv_length",
-            "flags",
-            sock_length_record::FLAGS,
-        ),
+    let sock_fields = [
+        ("sk", sock_length_record::SK),
+        ("family", sock_length_record::FAMILY),
+        ("protocol", sock_length_record::PROTOCOL),
+        ("ret", sock_length_record::RET),
+        ("flags", sock_length_record::FLAGS),
+    ];
+    let sock_records = ["sock_send_length", "sock_recv_length"]
+        .into_iter()
+        .flat_map(|name| sock_fields.map(|(field, at)| ("sock", name, field, at)));
+    let syscall_records = [
         ("syscalls", "sys_enter_close", "fd", SYSCALL_ENTER_ARG0),
         ("syscalls", "sys_enter_connect", "fd", SYSCALL_ENTER_ARG0),
         ("syscalls", "sys_exit_accept4", "ret", SYSCALL_EXIT_RET),
         ("syscalls", "sys_exit_accept", "ret", SYSCALL_EXIT_RET),
     ];
-    for (category, name, field, expected) in fixed {
+    for (category, name, field, expected) in sock_records.chain(syscall_records) {
         let at = field_offset(root, category, name, field)?;
         if usize::from(at) != expected {
             bail!(
