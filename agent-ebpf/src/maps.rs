@@ -22,16 +22,15 @@ pub fn config() -> CaptureConfig {
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
-/// Userspace is woken when the backlog crosses a band starting at `CONFIG.wakeup_bytes` (or by
-/// its own short poll timeout). A wake-up per record would cost the traced programs an interrupt
-/// and a context switch each, and frequent small batches keep the agent preempting the traced
-/// programs. Only records landing inside the band wake it, so a backlog above it does not
-/// re-wake.
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
-/// Flags for a ring-buffer output: batch wake-ups.
+/// Flags for a ring-buffer output. Userspace is woken when the backlog crosses a band starting
+/// at `CONFIG.wakeup_bytes` (or by its own short poll timeout). A wake-up per record would cost
+/// the traced programs an interrupt and a context switch each, and frequent small batches keep
+/// the agent preempting the traced programs. Only records landing inside the band wake it, so a
+/// backlog above it does not re-wake.
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA);
@@ -43,8 +42,8 @@ pub fn wakeup_flags() -> u64 {
     }
 }
 
-/// Syscall number -> `agent_common::syscall_kind` (or an `IoSyscall`), filled by userspace for
-/// this architecture before the syscall programs are attached.
+/// Syscall number -> its `IoSyscall` value, or `SYSCALL_NOT_DATA`; filled by userspace for this
+/// architecture before the data path is attached.
 #[map]
 pub static SYSCALL_KINDS: Array<u8> = Array::with_max_entries(agent_common::SYSCALL_KINDS_LEN, 0);
 
