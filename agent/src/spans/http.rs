@@ -418,6 +418,22 @@ mod tests {
         t
     }
 
+    /// A span built the way the factory does, on the test tuple over plain HTTP.
+    fn span_with(ex: HttpExchange, role: Role, opts: HttpOptions) -> SpanShape {
+        http_span(
+            ex,
+            role,
+            &tuple(),
+            "http",
+            opts,
+            &mut AddressNames::default(),
+        )
+    }
+
+    fn span_of(ex: HttpExchange, role: Role) -> SpanShape {
+        span_with(ex, role, HttpOptions::default())
+    }
+
     fn get<'a>(s: &'a SpanShape, k: &str) -> Option<&'a AttrValue> {
         s.attributes.iter().find(|(a, _)| *a == k).map(|(_, v)| v)
     }
@@ -433,14 +449,7 @@ mod tests {
             status: Some(503),
             ..Default::default()
         };
-        let s = http_span(
-            ex,
-            Role::Server,
-            &tuple(),
-            "http",
-            HttpOptions::default(),
-            &mut AddressNames::default(),
-        );
+        let s = span_of(ex, Role::Server);
         assert_eq!(s.name, "GET /items/7");
         assert_eq!(s.kind, SpanKind::Server);
         assert_eq!(
@@ -476,14 +485,7 @@ mod tests {
             status: Some(404),
             ..Default::default()
         };
-        let s = http_span(
-            ex.clone(),
-            Role::Client,
-            &tuple(),
-            "http",
-            HttpOptions::default(),
-            &mut AddressNames::default(),
-        );
+        let s = span_of(ex.clone(), Role::Client);
         assert_eq!(
             get(&s, "url.full"),
             Some(&AttrValue::from(
@@ -491,15 +493,12 @@ mod tests {
             ))
         );
         assert!(matches!(s.status, SpanStatus::Error { .. }));
-        let kept = http_span(
+        let kept = span_with(
             ex,
             Role::Client,
-            &tuple(),
-            "http",
             HttpOptions {
                 keep_query_strings: true,
             },
-            &mut AddressNames::default(),
         );
         assert_eq!(
             get(&kept, "url.full"),
@@ -521,14 +520,7 @@ mod tests {
             grpc_message: Some("no such greeter".into()),
             ..Default::default()
         };
-        let client = http_span(
-            ex.clone(),
-            Role::Client,
-            &tuple(),
-            "http",
-            HttpOptions::default(),
-            &mut AddressNames::default(),
-        );
+        let client = span_of(ex.clone(), Role::Client);
         assert_eq!(client.name, "helloworld.Greeter/SayHello");
         assert_eq!(
             get(&client, "rpc.system.name"),
@@ -548,27 +540,13 @@ mod tests {
         );
         assert!(matches!(client.status, SpanStatus::Error { .. }));
         // NOT_FOUND is the caller's problem, not a server failure.
-        let server = http_span(
-            ex.clone(),
-            Role::Server,
-            &tuple(),
-            "http",
-            HttpOptions::default(),
-            &mut AddressNames::default(),
-        );
+        let server = span_of(ex.clone(), Role::Server);
         assert!(matches!(server.status, SpanStatus::Unset));
         let internal = HttpExchange {
             grpc_status: Some(13),
             ..ex
         };
-        let server = http_span(
-            internal,
-            Role::Server,
-            &tuple(),
-            "http",
-            HttpOptions::default(),
-            &mut AddressNames::default(),
-        );
+        let server = span_of(internal, Role::Server);
         assert!(matches!(server.status, SpanStatus::Error { .. }));
     }
 
