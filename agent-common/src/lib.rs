@@ -158,7 +158,8 @@ pub struct DataEvent {
     pub payload: [u8; MAX_CAPTURE * 2],
 }
 
-/// [`EventKind::Close`]: a traced socket fd was closed.
+/// [`EventKind::Close`]: a socket that carried traced data reached `TCP_CLOSE`. `fd` is -1: the
+/// socket, not a descriptor, is what ended.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CloseEvent {
@@ -247,12 +248,6 @@ pub struct TracepointOffsets {
 /// `SYSCALL_KINDS` value of a syscall number the data path does not decode. Data syscalls map to
 /// their [`IoSyscall`] value.
 pub const SYSCALL_NOT_DATA: u8 = 0;
-
-/// Offset of the first argument in a `syscalls:sys_enter_*` record and of `ret` in a
-/// `syscalls:sys_exit_*` one (both after the common fields and the syscall number): the
-/// programs read them there, userspace checks them against tracefs.
-pub const SYSCALL_ENTER_ARG0: usize = 16;
-pub const SYSCALL_EXIT_RET: usize = 16;
 
 /// Entries of `SYSCALL_KINDS`: syscall numbers at or above it are never ours.
 pub const SYSCALL_KINDS_LEN: u32 = 512;

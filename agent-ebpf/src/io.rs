@@ -20,11 +20,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{
-        EVENTS, FD_ROLES, SCRATCH, SOCK_TUPLES, SOCKET_FDS, WAKE_ARMED, config, count, is_traced,
-        wakeup_flags,
-    },
-    sockets::fd_key,
+    maps::{EVENTS, SCRATCH, SOCKS, SockInfo, WAKE_ARMED, config, count, is_traced, wakeup_flags},
     syscalls::current_data_syscall,
     tls,
 };
@@ -89,12 +85,6 @@ pub fn try_socket_io(ctx: &TracePointContext, direction: Direction) -> Result<()
     };
     let fd = fd as i32;
     let now = unsafe { bpf_ktime_get_ns() };
-
-    let fd_key = fd_key(pid_tgid, fd as u32 as u64);
-    // SAFETY: presence test only.
-    if unsafe { SOCKET_FDS.get(fd_key) }.is_none() {
-        let _ = SOCKET_FDS.insert(fd_key, sock, 0);
-    }
 
     // Inside SSL_read/SSL_write these bytes are ciphertext: remember which socket the SSL
     // object uses, and let the uprobe report the plaintext instead.
@@ -179,17 +169,7 @@ pub fn emit_payload(p: &Payload) {
     } else {
         0
     };
-    let tuple = match unsafe { SOCK_TUPLES.get(sock) } {
-        Some(t) => *t,
-        None => {
-            // No handshake seen: at least the role, from accept()/connect().
-            let mut t = ConnTuple::UNKNOWN;
-            if let Some(role) = unsafe { FD_ROLES.get(fd_key(pid_tgid, fd as u32 as u64)) } {
-                t.role = *role;
-            }
-            t
-        }
-    };
+    let tuple = claim_socket(sock, (pid_tgid >> 32) as u32);
     event.header = DataEventHeader {
         kind: EventKind::Data as u8,
         direction,
@@ -207,6 +187,33 @@ pub fn emit_payload(p: &Payload) {
     emit(event, captured);
     if direction == Direction::Ingress as u8 && tuple.role == Role::Client as u8 {
         let _ = WAKE_ARMED.insert(pid_tgid as u32, 1, 0);
+    }
+}
+
+/// The socket's tuple, noting that this process's traced data goes through it (so that its
+/// close is reported to it). A socket whose handshake came before the agent is added here.
+#[inline(always)]
+fn claim_socket(sock: u64, tgid: u32) -> ConnTuple {
+    match SOCKS.get_ptr_mut(sock) {
+        Some(info) => {
+            // SAFETY: an LRU entry written in place; a racing writer could at worst leave the
+            // other process as owner, and the idle sweep in userspace covers a lost close.
+            unsafe {
+                if (*info).owner_tgid != tgid {
+                    (*info).owner_tgid = tgid;
+                }
+                (*info).tuple
+            }
+        }
+        None => {
+            let info = SockInfo {
+                tuple: ConnTuple::UNKNOWN,
+                owner_tgid: tgid,
+                _pad: 0,
+            };
+            let _ = SOCKS.insert(sock, info, 0);
+            info.tuple
+        }
     }
 }
 

@@ -16,27 +16,6 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 
-/// Attached to `sys_enter_close`.
-#[tracepoint]
-pub fn enter_close(ctx: TracePointContext) -> u32 {
-    let _ = syscalls::try_enter_close(&ctx);
-    0
-}
-
-/// Attached to `sys_enter_connect`.
-#[tracepoint]
-pub fn enter_connect(ctx: TracePointContext) -> u32 {
-    let _ = syscalls::try_enter_connect(&ctx);
-    0
-}
-
-/// Attached to `sys_exit_accept4` and `sys_exit_accept`.
-#[tracepoint]
-pub fn exit_accept(ctx: TracePointContext) -> u32 {
-    let _ = syscalls::try_exit_accept(&ctx);
-    0
-}
-
 /// `sock:sock_send_length`: the data path, outgoing.
 #[tracepoint]
 pub fn sock_send(ctx: TracePointContext) -> u32 {
@@ -51,6 +30,7 @@ pub fn sock_recv(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `sock:inet_sock_set_state`: connection set-up and end.
 #[tracepoint]
 pub fn sock_state(ctx: TracePointContext) -> u32 {
     let _ = sockets::try_state_change(&ctx);

@@ -56,19 +56,21 @@ pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 #[map]
 pub static SELECTED_COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
 
-/// TCP connections whose handshake the kernel reported: `struct sock` address -> tuple + role.
-#[map]
-pub static SOCK_TUPLES: LruHashMap<u64, ConnTuple> = LruHashMap::with_max_entries(65536, 0);
+/// What the kernel knows of a TCP socket: its tuple and role, from the handshake
+/// (`ConnTuple::UNKNOWN` when the handshake came before the agent), and the process whose traced
+/// data last went through it (0 until some did). Its close is reported to that process.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockInfo {
+    pub tuple: ConnTuple,
+    pub owner_tgid: u32,
+    pub _pad: u32,
+}
 
-/// Socket fds that carried traced data: (tgid << 32 | fd) -> `struct sock` address, so that
-/// close() can be reported for them and for nothing else.
+/// TCP sockets by `struct sock` address: added at the handshake or at the first traced byte,
+/// removed when the socket reaches `TCP_CLOSE`.
 #[map]
-pub static SOCKET_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
-
-/// Roles of socket fds from accept()/connect(): (tgid << 32 | fd) -> `Role`. The fallback when
-/// the handshake tracepoint did not name the connection's role.
-#[map]
-pub static FD_ROLES: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
+pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65536, 0);
 
 /// Threads that just read a response on a client connection: their next wake-up of another
 /// thread is reported (see `process::try_wakeup`).

@@ -1,27 +1,14 @@
-//! Which syscall the current thread is in, read from the registers it saved on entry; and the
-//! few syscall tracepoints that still run: close and connect at entry, accept at exit.
+//! Which syscall the current thread is in, read from the registers it saved on entry.
 //!
-//! The data path has no syscall tracepoint of its own. `sock:sock_{send,recv}_length` fire
-//! inside every socket read and write, after the bytes moved, and the syscall's number and
-//! arguments are still in the thread's saved user registers. Watching entries and exits as
-//! well cost every syscall on the host a program run, and every traced read or write two more.
+//! No syscall tracepoint runs at all. `sock:sock_{send,recv}_length` fire inside every socket
+//! read and write, after the bytes moved, and the syscall's number and arguments are still in the
+//! thread's saved user registers. An enabled syscall tracepoint, even one whose program returns
+//! at once, puts every syscall of every process on the host on the kernel's slow path.
 
-use agent_common::{
-    Direction, IoSyscall, SYSCALL_ENTER_ARG0, SYSCALL_EXIT_RET, SYSCALL_KINDS_LEN, SYSCALL_NOT_DATA,
-};
-use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-    },
-    programs::TracePointContext,
-};
+use agent_common::{Direction, IoSyscall, SYSCALL_KINDS_LEN, SYSCALL_NOT_DATA};
+use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
 
-use crate::{
-    io::Layout,
-    maps::{SYSCALL_KINDS, is_traced},
-    sockets,
-};
+use crate::{io::Layout, maps::SYSCALL_KINDS};
 
 /// A data syscall as the current thread made it.
 pub struct DataSyscall {
@@ -110,40 +97,4 @@ fn io_shape(kind: u8) -> Option<(IoSyscall, Direction, Layout)> {
         k if k == IoSyscall::SendFile as u8 => (IoSyscall::SendFile, Egress, Layout::Counted),
         _ => return None,
     })
-}
-
-/// The first argument of a `syscalls:sys_enter_*` record, for a traced process only.
-#[inline(always)]
-fn traced_arg0(ctx: &TracePointContext) -> Option<(u64, u64)> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_traced((pid_tgid >> 32) as u32) {
-        return None;
-    }
-    // SAFETY: the syscall entry record layout, checked by userspace.
-    let arg0: u64 = unsafe { ctx.read_at(SYSCALL_ENTER_ARG0) }.ok()?;
-    Some((pid_tgid, arg0))
-}
-
-/// `syscalls:sys_enter_close`.
-pub fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
-    match traced_arg0(ctx) {
-        Some((pid_tgid, fd)) => sockets::closing(pid_tgid, fd),
-        None => Ok(()),
-    }
-}
-
-/// `syscalls:sys_enter_connect`.
-pub fn try_enter_connect(ctx: &TracePointContext) -> Result<(), i64> {
-    if let Some((pid_tgid, fd)) = traced_arg0(ctx) {
-        sockets::connecting(pid_tgid, fd);
-    }
-    Ok(())
-}
-
-/// `syscalls:sys_exit_accept` / `sys_exit_accept4`.
-pub fn try_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
-    // SAFETY: the syscall exit record layout, checked by userspace.
-    let ret: i64 = unsafe { ctx.read_at(SYSCALL_EXIT_RET) }.map_err(i64::from)?;
-    sockets::accepted(ret);
-    Ok(())
 }

@@ -83,7 +83,7 @@ pub fn check() -> bool {
         r.line(
             missing_required.is_empty(),
             true,
-            "socket I/O tracepoints (syscalls, sock)",
+            "socket I/O and TCP state tracepoints (sock)",
             &if missing_required.is_empty() {
                 format!("{total} wanted, all required present")
             } else {
@@ -93,12 +93,12 @@ pub fn check() -> bool {
         r.line(
             missing_optional.is_empty(),
             false,
-            "handshake and process tracepoints",
+            "process tracepoints",
             &if missing_optional.is_empty() {
-                "inet_sock_set_state, sched_process_{exec,exit,fork}, sched_wakeup".to_owned()
+                "sched_process_{exec,exit,fork}, sched_wakeup".to_owned()
             } else {
                 format!(
-                    "missing {} (falls back to /proc)",
+                    "missing {} (new processes found by rescans of /proc)",
                     missing_optional.join(", ")
                 )
             },

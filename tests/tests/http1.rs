@@ -404,7 +404,7 @@ fn pid_selects_one_process() {
 /// A request peeked at (MSG_PEEK) and then read is one request, not two. Bytes moved by a
 /// syscall the agent does not decode (splice) are counted, not silently lost.
 #[test]
-fn peeked_reads_and_spliced_writes() {
+fn peeked_reads_spliced_writes_and_bodies_ended_by_close() {
     require_capture!();
     let _serial = serial();
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
@@ -423,16 +423,28 @@ fn peeked_reads_and_spliced_writes() {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ],
     );
-    for path in ["/peek", "/splice"] {
+    for path in ["/peek", "/splice", "/until-close"] {
         let body = curl(&[&format!("http://127.0.0.1:{port}{path}")]);
         assert_eq!(body.trim(), path);
     }
-    receiver.wait_for(Duration::from_secs(20), |s| !s.is_empty());
+    // A body framed by the end of the connection ends only when the kernel reports the close:
+    // the span must come while the agent runs, not from the flush at its shutdown.
+    let is_until_close = |s: &ReceivedSpan| s.span.name == "GET /until-close";
+    let closed_in_time = receiver
+        .wait_for(Duration::from_secs(20), |s| s.iter().any(is_until_close))
+        .iter()
+        .any(is_until_close);
     std::thread::sleep(Duration::from_millis(1000));
     agent.stop();
+    assert!(
+        closed_in_time,
+        "no span for the response that ended with its connection while the agent ran"
+    );
     let spans = receiver.spans();
     let peek = one(&spans, "server", "GET /peek");
     assert_eq!(peek.int_attr("http.response.status_code"), Some(200));
+    let until_close = one(&spans, "server", "GET /until-close");
+    assert_eq!(until_close.int_attr("http.response.status_code"), Some(200));
     let stats: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&stats_file).expect("stats file"))
             .expect("stats JSON");

@@ -2,7 +2,8 @@
 
 Every request is first peeked at (MSG_PEEK, as protocol-sniffing servers do) and then read.
 GET /peek answers with send(). GET /splice answers through a pipe spliced into the socket, a
-syscall the agent does not decode: it can only count those bytes.
+syscall the agent does not decode: it can only count those bytes. GET /until-close answers
+without a length: the body ends when the server closes the connection.
 
     python3 odd_io_server.py PORT
 """
@@ -18,7 +19,9 @@ def answer(conn, path):
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
-    if path == "/splice":
+    if path == "/until-close":
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + body)
+    elif path == "/splice":
         read_end, write_end = os.pipe()
         os.write(write_end, response)
         os.close(write_end)

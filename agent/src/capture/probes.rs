@@ -22,21 +22,17 @@ static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"
 pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Which program serves which tracepoints. Required: without them nothing can be captured.
-/// The data path is the two `sock` tracepoints; of the syscalls, only the entries of close and
-/// connect and the exits of accept are watched (see the kernel's `syscalls` module).
+/// The bytes come from the two `sock` length tracepoints, connection set-up and end from the
+/// TCP state changes. No syscall tracepoint is used (see the kernel's `syscalls` module).
 const DATA_PATH: &[(&str, &str, &str)] = &[
     ("sock_send", "sock", "sock_send_length"),
     ("sock_recv", "sock", "sock_recv_length"),
-    ("enter_close", "syscalls", "sys_enter_close"),
-    ("enter_connect", "syscalls", "sys_enter_connect"),
-    ("exit_accept", "syscalls", "sys_exit_accept4"),
-    ("exit_accept", "syscalls", "sys_exit_accept"),
+    ("sock_state", "sock", "inet_sock_set_state"),
 ];
 
-/// Useful but not essential: without them tuples come from /proc and new processes are found by
-/// periodic rescans only.
+/// Useful but not essential: without them new processes are found by periodic rescans only,
+/// and a thread pool's hand-offs are not seen.
 const OPTIONAL: &[(&str, &str, &str)] = &[
-    ("sock_state", "sock", "inet_sock_set_state"),
     ("process_exec", "sched", "sched_process_exec"),
     ("process_exit", "sched", "sched_process_exit"),
     ("process_fork", "sched", "sched_process_fork"),
@@ -240,5 +236,31 @@ impl KernelCounters {
             control_events_lost: at(Counter::ControlEventsLost),
             tls_unattributed: at(Counter::TlsUnattributed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_syscall_tracepoint_is_wanted() {
+        // One enabled syscall tracepoint, whatever its program does, slows every syscall of every
+        // process on the host (the kernel takes its slow path for all of them).
+        let syscall_points: Vec<_> = wanted_tracepoints()
+            .filter(|(category, _, _)| *category == "syscalls" || *category == "raw_syscalls")
+            .map(|(category, name, _)| format!("{category}:{name}"))
+            .collect();
+        assert!(syscall_points.is_empty(), "{syscall_points:?}");
+    }
+
+    #[test]
+    fn connection_end_is_required() {
+        // Connections end at `TCP_CLOSE`: without it, bodies framed by the close would wait for
+        // the idle sweep.
+        assert!(
+            wanted_tracepoints().any(|t| t == ("sock", "inet_sock_set_state", true)),
+            "inet_sock_set_state must be a required tracepoint"
+        );
     }
 }

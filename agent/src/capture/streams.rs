@@ -213,9 +213,8 @@ impl Connection {
             (ev.tuple, ev.role)
         } else {
             // The kernel never saw the handshake (the connection predates the agent): ask
-            // /proc for the addresses. A role from accept()/connect() beats /proc's guess.
+            // /proc for the addresses and guess the role from the listening ports.
             match procnet::resolve(ev.tgid, ev.fd) {
-                Some(t) if ev.role != Role::Unknown => (t, ev.role),
                 Some(t) => (t, Role::from_u8(t.role)),
                 None => (ev.tuple, ev.role),
             }

@@ -3,7 +3,7 @@
 
 use std::{fs, path::Path};
 
-use agent_common::{SYSCALL_ENTER_ARG0, SYSCALL_EXIT_RET, TracepointOffsets, sock_length_record};
+use agent_common::{TracepointOffsets, sock_length_record};
 use anyhow::{Context as _, bail};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -91,7 +91,7 @@ fn parse_field_offset(format: &str, field: &str) -> anyhow::Result<u16> {
 /// Offsets of every tracepoint field the kernel programs read.
 pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
     let state = |f| field_offset(root, "sock", "inet_sock_set_state", f);
-    // The data path and the syscall programs load these fields at fixed offsets: check them.
+    // The data path loads these fields at fixed offsets: check them.
     let sock_fields = [
         ("sk", sock_length_record::SK),
         ("family", sock_length_record::FAMILY),
@@ -99,21 +99,14 @@ pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
         ("ret", sock_length_record::RET),
         ("flags", sock_length_record::FLAGS),
     ];
-    let sock_records = ["sock_send_length", "sock_recv_length"]
-        .into_iter()
-        .flat_map(|name| sock_fields.map(|(field, at)| ("sock", name, field, at)));
-    let syscall_records = [
-        ("syscalls", "sys_enter_close", "fd", SYSCALL_ENTER_ARG0),
-        ("syscalls", "sys_enter_connect", "fd", SYSCALL_ENTER_ARG0),
-        ("syscalls", "sys_exit_accept4", "ret", SYSCALL_EXIT_RET),
-        ("syscalls", "sys_exit_accept", "ret", SYSCALL_EXIT_RET),
-    ];
-    for (category, name, field, expected) in sock_records.chain(syscall_records) {
-        let at = field_offset(root, category, name, field)?;
-        if usize::from(at) != expected {
-            bail!(
-                "{category}:{name} has `{field}` at offset {at}, expected {expected}; this kernel's layout is not supported"
-            );
+    for name in ["sock_send_length", "sock_recv_length"] {
+        for (field, expected) in sock_fields {
+            let at = field_offset(root, "sock", name, field)?;
+            if usize::from(at) != expected {
+                bail!(
+                    "sock:{name} has `{field}` at offset {at}, expected {expected}; this kernel's layout is not supported"
+                );
+            }
         }
     }
     Ok(TracepointOffsets {
