@@ -139,10 +139,63 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     let ticks = parse_stat_cpu_ticks(&stat).context("parsing /proc/PID/stat")?;
+    Ok(ticks_to_duration(ticks))
+}
+
+/// The agent's CPU time so far, split between its export threads (the exporter pipeline and
+/// its OTLP runtime) and everything else (capture, parsing, span building). The split is what
+/// a change to one side should move, whatever the load generator's noise does to throughput.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AgentCpu {
+    pub capture: Duration,
+    pub export: Duration,
+}
+
+impl AgentCpu {
+    pub fn read(pid: u32) -> Result<Self> {
+        let dir = format!("/proc/{pid}/task");
+        let mut split = AgentCpu::default();
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+            // A thread may end between the listing and the read: it no longer counts.
+            let Ok(stat) = std::fs::read_to_string(entry?.path().join("stat")) else {
+                continue;
+            };
+            let Some(ticks) = parse_stat_cpu_ticks(&stat) else {
+                continue;
+            };
+            let time = ticks_to_duration(ticks);
+            if is_export_thread(&stat) {
+                split.export += time;
+            } else {
+                split.capture += time;
+            }
+        }
+        Ok(split)
+    }
+
+    pub fn since(self, before: AgentCpu) -> AgentCpu {
+        AgentCpu {
+            capture: self.capture.saturating_sub(before.capture),
+            export: self.export.saturating_sub(before.export),
+        }
+    }
+}
+
+/// Whether a /proc/PID/task/TID/stat line is one of the agent's export threads
+/// (`periscope-export` and `periscope-otlp`, cut to 15 bytes by the kernel).
+fn is_export_thread(stat: &str) -> bool {
+    let comm = stat
+        .find('(')
+        .zip(stat.rfind(')'))
+        .map_or("", |(open, close)| &stat[open + 1..close]);
+    comm.starts_with("periscope-expor") || comm.starts_with("periscope-otlp")
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = if hz > 0 { hz as f64 } else { 100.0 };
-    Ok(Duration::from_secs_f64(ticks as f64 / hz))
+    Duration::from_secs_f64(ticks as f64 / hz)
 }
 
 /// utime + stime (fields 14 and 15) from a /proc/PID/stat line. The command name (field 2) may
@@ -264,6 +317,16 @@ mod tests {
                     123 45 0 0 20 0 3 0 1000 100000000 2000 18446744073709551615";
         assert_eq!(parse_stat_cpu_ticks(stat), Some(168));
         assert_eq!(parse_stat_ppid(stat), Some(1));
+    }
+
+    #[test]
+    fn export_threads_are_told_apart_by_name() {
+        let line = |comm: &str| format!("4243 ({comm}) S 1 4242 4242 0 -1 4194560 0 0 0 0 7 3");
+        assert!(is_export_thread(&line("periscope-expor")));
+        assert!(is_export_thread(&line("periscope-otlp")));
+        assert!(!is_export_thread(&line("periscope")));
+        assert!(!is_export_thread(&line("tokio-runtime-w")));
+        assert_eq!(parse_stat_cpu_ticks(&line("periscope-expor")), Some(10));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 
-use super::agent::{self, Agent, Stats};
+use super::agent::{self, Agent, AgentCpu, Stats};
 use super::nginx::{self, Nginx};
 use super::receiver::Receiver;
 use super::wrk::{self, WrkResult, fmt_us};
@@ -50,6 +50,8 @@ struct Round {
 
 struct AgentRound {
     cpu_percent: f64,
+    /// The agent's CPU over the load, capture side and export side.
+    split: AgentCpu,
     /// This process (the OTLP receiver; wrk is not counted) over the load, % of one core.
     receiver_cpu_percent: f64,
     peak_rss: u64,
@@ -63,6 +65,12 @@ struct AgentRound {
 }
 
 impl AgentRound {
+    /// Agent CPU per span received, in µs: (capture and span building, export).
+    fn us_per_span(&self) -> (f64, f64) {
+        let per = |t: Duration| t.as_secs_f64() * 1e6 / self.spans.max(1) as f64;
+        (per(self.split.capture), per(self.split.export))
+    }
+
     /// Events or spans lost and counted, TLS plaintext without a socket included.
     fn losses(&self) -> u64 {
         self.stats.counted_losses() + self.tls_unattributed
@@ -217,6 +225,7 @@ fn traced_round(
     let spans_before = receiver.span_count();
 
     let cpu_before = agent::cpu_time(pid)?;
+    let split_before = AgentCpu::read(pid)?;
     let receiver_before = agent::cpu_time(std::process::id())?;
     let nginx_before = nginx.cpu_time();
     let wrk_before = children_cpu_time();
@@ -225,6 +234,7 @@ fn traced_round(
     let elapsed = started.elapsed();
     let wrk_cpu_percent = cpu_percent(children_cpu_time().saturating_sub(wrk_before), elapsed);
     let cpu_after = agent::cpu_time(pid)?;
+    let split = AgentCpu::read(pid)?.since(split_before);
     let receiver_after = agent::cpu_time(std::process::id())?;
     let nginx_cpu_percent = cpu_percent(nginx.cpu_time().saturating_sub(nginx_before), elapsed);
     let peak_rss = agent::peak_rss(pid)?;
@@ -253,6 +263,7 @@ fn traced_round(
                 receiver_after.saturating_sub(receiver_before),
                 elapsed,
             ),
+            split,
             peak_rss,
             spans,
             stats,
@@ -335,8 +346,10 @@ fn print_round(v: &Variant, round: &Round) {
     }
     if let Some(a) = &round.agent {
         let requests = round.requests();
+        let (capture_us, export_us) = a.us_per_span();
         println!(
-            "  agent: CPU {:.1}% of one core, peak RSS {:.1} MiB, {}; receiver CPU {:.1}%",
+            "  agent: CPU {:.1}% of one core (per span: capture {capture_us:.2} µs, export \
+             {export_us:.2} µs), peak RSS {:.1} MiB, {}; receiver CPU {:.1}%",
             a.cpu_percent,
             mib(a.peak_rss),
             a.exit,
@@ -522,6 +535,8 @@ fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
     let tls_unattributed: u64 = agents.iter().map(|a| a.tls_unattributed).sum();
     let truncated: u64 = agents.iter().map(|a| a.stats.payload_truncated).sum();
     let cpu = median(&agents.iter().map(|a| a.cpu_percent).collect::<Vec<_>>());
+    let capture_us = median(&agents.iter().map(|a| a.us_per_span().0).collect::<Vec<_>>());
+    let export_us = median(&agents.iter().map(|a| a.us_per_span().1).collect::<Vec<_>>());
     let rss = agents.iter().map(|a| a.peak_rss).max().unwrap_or(0);
     let coverage = percent(spans, requests);
     println!(
@@ -533,10 +548,14 @@ fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
             String::new()
         }
     );
+    let us = |v: Option<f64>| v.map_or("-".into(), |u| format!("{u:.2} µs"));
     println!(
-        "  agent: CPU {} of one core (median), peak RSS {:.1} MiB (max)",
+        "  agent: CPU {} of one core (median), peak RSS {:.1} MiB (max); per span (median): \
+         capture {}, export {}",
         cpu.map_or("-".into(), |c| format!("{c:.1}%")),
-        mib(rss)
+        mib(rss),
+        us(capture_us),
+        us(export_us)
     );
 
     let accounted_ok = traced.iter().all(|r| r.accounted() == Some(true));
@@ -571,6 +590,8 @@ fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
         "counted_losses": losses,
         "payload_truncated": truncated,
         "agent_cpu_percent_of_one_core_median": cpu,
+        "agent_capture_us_per_span_median": capture_us,
+        "agent_export_us_per_span_median": export_us,
         "agent_peak_rss_mib_max": mib(rss),
     });
     if v.tls {
