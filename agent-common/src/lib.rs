@@ -158,15 +158,14 @@ pub struct DataEvent {
     pub payload: [u8; MAX_CAPTURE * 2],
 }
 
-/// [`EventKind::Close`]: a socket that carried traced data reached `TCP_CLOSE`. `fd` is -1: the
-/// socket, not a descriptor, is what ended.
+/// [`EventKind::Close`]: a socket that carried traced data reached `TCP_CLOSE`. The socket, not
+/// a descriptor, is what ended; `tgid` is the process whose traced data last went through it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CloseEvent {
     pub kind: u8,
     pub _pad: [u8; 3],
-    pub fd: i32,
-    pub pid_tgid: u64,
+    pub tgid: u32,
     pub sock: u64,
     pub timestamp_ns: u64,
 }
@@ -324,7 +323,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ConnTuple>(), 2 + 2 + 2 + 1 + 1 + 16 + 16);
         assert_eq!(size_of::<DataEventHeader>(), 4 + 4 + 8 * 4 + 4 + 4 + 40);
-        assert_eq!(size_of::<CloseEvent>(), 4 + 4 + 8 * 3);
+        assert_eq!(size_of::<CloseEvent>(), 4 + 4 + 8 * 2);
         assert_eq!(size_of::<ProcessEvent>(), 4 + 4 + 8);
         assert_eq!(size_of::<WakeEvent>(), 4 + 4 * 3 + 8);
         assert_eq!(size_of::<TracepointOffsets>(), 14 * 2);

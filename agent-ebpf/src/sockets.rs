@@ -86,8 +86,7 @@ fn closed(sk: u64) {
     let event = CloseEvent {
         kind: EventKind::Close as u8,
         _pad: [0; 3],
-        fd: -1,
-        pid_tgid: (info.owner_tgid as u64) << 32,
+        tgid: info.owner_tgid,
         sock: sk,
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
     };

@@ -164,9 +164,9 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
                     factory.note_process(ev.tgid);
                     connections.on_data(&ev, &mut finished);
                 }
-                Some(KernelEvent::Close {
-                    tgid, sock, at_ns, ..
-                }) => connections.on_close(tgid, sock, at_ns, &mut finished),
+                Some(KernelEvent::Close { tgid, sock, at_ns }) => {
+                    connections.on_close(tgid, sock, at_ns, &mut finished)
+                }
                 Some(KernelEvent::Exec { tgid }) => {
                     factory.forget_process(tgid);
                     selector.on_exec(tgid);

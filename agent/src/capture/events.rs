@@ -11,7 +11,6 @@ pub enum KernelEvent<'a> {
     Close {
         tgid: u32,
         sock: u64,
-        fd: i32,
         at_ns: u64,
     },
     Exec {
@@ -76,9 +75,8 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent<'_>> {
         EventKind::Close => {
             let e: CloseEvent = read_struct(bytes)?;
             Some(KernelEvent::Close {
-                tgid: (e.pid_tgid >> 32) as u32,
+                tgid: e.tgid,
                 sock: e.sock,
-                fd: e.fd,
                 at_ns: e.timestamp_ns,
             })
         }
