@@ -201,6 +201,40 @@ fn http_dead_backend_fails_within_timeout() {
     dead_backend(OtlpProtocol::HttpProtobuf);
 }
 
+/// A backend that fails twice with a transient error gets the batch on the third try, once;
+/// a permanent error is not retried.
+fn retries(transport: Transport) {
+    let rx = OtlpReceiver::start(transport).unwrap();
+    let mut exporter = OtlpExporter::new(&settings_for(&rx, None)).unwrap();
+    rx.refuse_next(2, true);
+    exporter.export(two_spans()).unwrap();
+    assert_eq!(rx.refused_count(), 2);
+    assert_eq!(rx.request_count(), 1, "{transport:?}: delivered once");
+    assert_eq!(rx.span_count(), 2);
+
+    rx.refuse_next(1, false);
+    let t0 = Instant::now();
+    let err = exporter.export(two_spans()).unwrap_err().to_string();
+    assert!(err.contains("2 of 2 spans lost"), "{err}");
+    assert_eq!(
+        rx.refused_count(),
+        3,
+        "{transport:?}: a permanent error is not retried"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert_eq!(rx.span_count(), 2);
+}
+
+#[test]
+fn grpc_transient_failures_are_retried() {
+    retries(Transport::Grpc);
+}
+
+#[test]
+fn http_transient_failures_are_retried() {
+    retries(Transport::HttpProtobuf);
+}
+
 #[test]
 fn pipeline_delivers_everything_and_receiver_can_just_count() {
     for transport in [Transport::Grpc, Transport::HttpProtobuf] {

@@ -161,6 +161,10 @@ pub(crate) struct Store {
     drop_spans: AtomicBool,
     requests: AtomicUsize,
     last_headers: Mutex<BTreeMap<String, String>>,
+    /// Requests still to be refused, and whether as a transient failure.
+    refuse_left: AtomicUsize,
+    refuse_transient: AtomicBool,
+    refused: AtomicUsize,
 }
 
 impl Store {
@@ -175,6 +179,15 @@ impl Store {
             })
             .collect();
         *self.last_headers.lock().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    /// `Some(transient)` when this request is to be refused.
+    pub(crate) fn take_refusal(&self) -> Option<bool> {
+        self.refuse_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .ok()?;
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        Some(self.refuse_transient.load(Ordering::SeqCst))
     }
 
     /// Count-only mode: the spans of one request, counted without being decoded.
@@ -367,6 +380,20 @@ impl OtlpReceiver {
         self.store.drop_spans.store(!keep, Ordering::Relaxed);
     }
 
+    /// Refuse the next `n` export requests: as a transient failure the OTLP specification lets a
+    /// client retry (gRPC UNAVAILABLE, HTTP 503), or as a permanent one (INVALID_ARGUMENT, 400).
+    pub fn refuse_next(&self, n: usize, transient: bool) {
+        self.store
+            .refuse_transient
+            .store(transient, Ordering::SeqCst);
+        self.store.refuse_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Requests refused so far by [`Self::refuse_next`].
+    pub fn refused_count(&self) -> usize {
+        self.store.refused.load(Ordering::SeqCst)
+    }
+
     /// Forget the spans kept so far (the count stays).
     pub fn clear(&self) {
         self.store
@@ -452,6 +479,14 @@ impl Service<http::Request<tonic::body::Body>> for GrpcRoutes {
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(transient) = self.store.take_refusal() {
+            let status = if transient {
+                tonic::Status::unavailable("refused by the test")
+            } else {
+                tonic::Status::invalid_argument("refused by the test")
+            };
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
         if !self.store.drop_spans.load(Ordering::Relaxed) {
             return self.full.call(request);
         }
@@ -524,6 +559,13 @@ async fn handle_http(req: Request<Incoming>, store: &Store) -> Response<Full<Byt
             .to_ascii_lowercase()
     };
     store.note_headers(req.headers());
+    if let Some(transient) = store.take_refusal() {
+        return if transient {
+            plain(StatusCode::SERVICE_UNAVAILABLE, "refused by the test\n")
+        } else {
+            plain(StatusCode::BAD_REQUEST, "refused by the test\n")
+        };
+    }
     let content_type = header(hyper::header::CONTENT_TYPE);
     let encoding = header(hyper::header::CONTENT_ENCODING);
     let media = content_type
