@@ -1,19 +1,21 @@
 //! A batch of span records as one encoded OTLP `ExportTraceServiceRequest`.
 //!
-//! The request is built straight from our records with opentelemetry-proto's generated types
-//! and encoded once, so retries resend the same bytes. Going through the SDK's `SpanData`
-//! instead copied every attribute twice more (into the SDK's values, then into the protobuf
-//! types, then once again per gRPC attempt): it was the largest part of the agent's CPU per span.
+//! The request is encoded once, so retries resend the same bytes, and straight from our records:
+//! each field goes out through prost's wire-format functions under its number in
+//! opentelemetry-proto's `trace/v1` definitions. A test holds the bytes equal to prost's
+//! encoding of the same request built with opentelemetry-proto's generated types. Building
+//! those types first costs an allocation per attribute key and value, and prost sizes every
+//! nested message again at each level it is wrapped in (a span value sits six levels deep);
+//! with the SDK's `SpanData` in front, export was the largest part of the agent's CPU per span.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::SpanFlags;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind as OtlpKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::{Span, SpanFlags, Status};
-use prost::Message as _;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len, message};
 
 use crate::spans::model::{AttrValue, ProcessResource, SpanKind, SpanRecord, SpanStatus};
@@ -21,19 +23,37 @@ use crate::spans::model::{AttrValue, ProcessResource, SpanKind, SpanRecord, Span
 /// The instrumentation scope every span is reported under.
 pub const SCOPE_NAME: &str = "periscope";
 
-/// Field numbers of the messages that wrap the spans (`ExportTraceServiceRequest`,
-/// `ResourceSpans`, `ScopeSpans` in opentelemetry-proto's `trace/v1` definitions).
-const REQUEST_RESOURCE_SPANS: u32 = 1;
-const RESOURCE_SPANS_RESOURCE: u32 = 1;
-const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
-const SCOPE_SPANS_SCOPE: u32 = 1;
-const SCOPE_SPANS_SPANS: u32 = 2;
+/// Field numbers, from opentelemetry-proto's `collector/trace/v1`, `trace/v1` and `common/v1`.
+mod field {
+    pub const REQUEST_RESOURCE_SPANS: u32 = 1;
+    pub const RESOURCE_SPANS_RESOURCE: u32 = 1;
+    pub const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
+    pub const SCOPE_SPANS_SCOPE: u32 = 1;
+    pub const SCOPE_SPANS_SPANS: u32 = 2;
+
+    pub const SPAN_TRACE_ID: u32 = 1;
+    pub const SPAN_SPAN_ID: u32 = 2;
+    pub const SPAN_TRACE_STATE: u32 = 3;
+    pub const SPAN_PARENT_SPAN_ID: u32 = 4;
+    pub const SPAN_NAME: u32 = 5;
+    pub const SPAN_KIND: u32 = 6;
+    pub const SPAN_START_TIME: u32 = 7;
+    pub const SPAN_END_TIME: u32 = 8;
+    pub const SPAN_ATTRIBUTES: u32 = 9;
+    pub const SPAN_STATUS: u32 = 15;
+    pub const SPAN_FLAGS: u32 = 16;
+
+    pub const STATUS_MESSAGE: u32 = 2;
+    pub const STATUS_CODE: u32 = 3;
+
+    pub const KEY_VALUE_KEY: u32 = 1;
+    pub const KEY_VALUE_VALUE: u32 = 2;
+    pub const ANY_VALUE_STRING: u32 = 1;
+    pub const ANY_VALUE_BOOL: u32 = 2;
+    pub const ANY_VALUE_INT: u32 = 3;
+}
 
 /// Encode spans already grouped by process resource (see [`group_by_resource`]).
-///
-/// The bytes are exactly those of the equivalent `ExportTraceServiceRequest` (a test holds
-/// them equal), but the three wrapping messages are framed here: prost sizes every nested
-/// message again at each level it is wrapped in, and a span sits four levels deep.
 pub fn encode_request(groups: Vec<(Arc<ProcessResource>, Vec<SpanRecord>)>) -> Vec<u8> {
     let scope = InstrumentationScope {
         name: SCOPE_NAME.to_owned(),
@@ -41,41 +61,30 @@ pub fn encode_request(groups: Vec<(Arc<ProcessResource>, Vec<SpanRecord>)>) -> V
         ..Default::default()
     };
     let mut out = Vec::new();
-    for (resource, records) in groups {
+    for (resource, spans) in groups {
         let resource = otlp_resource(&resource);
-        let spans: Vec<Span> = records.into_iter().map(otlp_span).collect();
-        let spans_len: usize = spans
+        let lens: Vec<usize> = spans.iter().map(span_len).collect();
+        let spans_len: usize = lens
             .iter()
-            .map(|span| {
-                let len = span.encoded_len();
-                key_len(SCOPE_SPANS_SPANS) + encoded_len_varint(len as u64) + len
-            })
+            .map(|&len| nested_len(field::SCOPE_SPANS_SPANS, len))
             .sum();
-        let scope_spans_len = message::encoded_len(SCOPE_SPANS_SCOPE, &scope) + spans_len;
-        let resource_spans_len = message::encoded_len(RESOURCE_SPANS_RESOURCE, &resource)
-            + key_len(RESOURCE_SPANS_SCOPE_SPANS)
-            + encoded_len_varint(scope_spans_len as u64)
-            + scope_spans_len;
-        out.reserve(
-            key_len(REQUEST_RESOURCE_SPANS)
-                + encoded_len_varint(resource_spans_len as u64)
-                + resource_spans_len,
-        );
+        let scope_spans_len = message::encoded_len(field::SCOPE_SPANS_SCOPE, &scope) + spans_len;
+        let resource_spans_len = message::encoded_len(field::RESOURCE_SPANS_RESOURCE, &resource)
+            + nested_len(field::RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len);
+        out.reserve(nested_len(
+            field::REQUEST_RESOURCE_SPANS,
+            resource_spans_len,
+        ));
 
-        encode_key(REQUEST_RESOURCE_SPANS, WireType::LengthDelimited, &mut out);
-        encode_varint(resource_spans_len as u64, &mut out);
-        message::encode(RESOURCE_SPANS_RESOURCE, &resource, &mut out);
-        encode_key(
-            RESOURCE_SPANS_SCOPE_SPANS,
-            WireType::LengthDelimited,
-            &mut out,
-        );
-        encode_varint(scope_spans_len as u64, &mut out);
-        message::encode(SCOPE_SPANS_SCOPE, &scope, &mut out);
-        for span in &spans {
-            encode_key(SCOPE_SPANS_SPANS, WireType::LengthDelimited, &mut out);
-            span.encode_length_delimited(&mut out)
-                .expect("a Vec grows as needed");
+        put_header(field::REQUEST_RESOURCE_SPANS, resource_spans_len, &mut out);
+        message::encode(field::RESOURCE_SPANS_RESOURCE, &resource, &mut out);
+        put_header(field::RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len, &mut out);
+        message::encode(field::SCOPE_SPANS_SCOPE, &scope, &mut out);
+        for (span, len) in spans.iter().zip(lens) {
+            put_header(field::SCOPE_SPANS_SPANS, len, &mut out);
+            let before = out.len();
+            put_span(span, &mut out);
+            debug_assert_eq!(out.len() - before, len, "span length computed and written");
         }
     }
     out
@@ -125,48 +134,201 @@ fn otlp_resource(res: &ProcessResource) -> Resource {
     }
 }
 
-/// One record as an OTLP span; its strings move over rather than being copied.
-fn otlp_span(span: SpanRecord) -> Span {
-    // Bit 8 says whether the parent is remote is known, bit 9 that it is.
+/// W3C trace flags plus the two OTLP bits: whether the parent is remote is known (bit 8) and
+/// that it is (bit 9).
+fn span_flags(span: &SpanRecord) -> u32 {
     let mut flags = u32::from(span.trace_flags) | SpanFlags::ContextHasIsRemoteMask as u32;
     if span.parent_is_remote {
         flags |= SpanFlags::ContextIsRemoteMask as u32;
     }
-    let parent_span_id = if span.is_root() {
-        Vec::new()
-    } else {
-        span.parent_span_id.to_vec()
-    };
-    let status = match span.status {
-        SpanStatus::Unset => Status::default(),
-        SpanStatus::Error { message } => Status {
-            message,
-            code: StatusCode::Error as i32,
-        },
-    };
-    Span {
-        trace_id: span.trace_id.to_vec(),
-        span_id: span.span_id.to_vec(),
-        trace_state: span.trace_state.unwrap_or_default(),
-        parent_span_id,
-        flags,
-        name: span.name,
-        kind: match span.kind {
-            SpanKind::Server => OtlpKind::Server,
-            SpanKind::Client => OtlpKind::Client,
-        } as i32,
-        start_time_unix_nano: unix_nanos(span.start),
-        end_time_unix_nano: unix_nanos(span.end),
-        attributes: span
-            .attributes
-            .into_iter()
-            .map(|(k, v)| key_value(k.to_owned(), v))
-            .collect(),
-        status: Some(status),
-        ..Default::default()
+    flags
+}
+
+fn otlp_kind(kind: SpanKind) -> OtlpKind {
+    match kind {
+        SpanKind::Server => OtlpKind::Server,
+        SpanKind::Client => OtlpKind::Client,
     }
 }
 
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The status message and code; a span always carries a status (empty when unset).
+fn status_parts(status: &SpanStatus) -> (&str, i32) {
+    match status {
+        SpanStatus::Unset => ("", StatusCode::Unset as i32),
+        SpanStatus::Error { message } => (message, StatusCode::Error as i32),
+    }
+}
+
+// Fields are written in the order prost writes them (by field number, so `flags`, field 16,
+// comes last), and, as proto3 asks, empty ones are left out.
+
+fn span_len(span: &SpanRecord) -> usize {
+    let (message, code) = status_parts(&span.status);
+    let status_len = text_len(field::STATUS_MESSAGE, message.as_bytes())
+        + int_len(field::STATUS_CODE, code as i64);
+    let parent: &[u8] = if span.is_root() {
+        &[]
+    } else {
+        &span.parent_span_id
+    };
+    text_len(field::SPAN_TRACE_ID, &span.trace_id)
+        + text_len(field::SPAN_SPAN_ID, &span.span_id)
+        + text_len(
+            field::SPAN_TRACE_STATE,
+            span.trace_state.as_deref().unwrap_or_default().as_bytes(),
+        )
+        + text_len(field::SPAN_PARENT_SPAN_ID, parent)
+        + text_len(field::SPAN_NAME, span.name.as_bytes())
+        + int_len(field::SPAN_KIND, otlp_kind(span.kind) as i64)
+        + fixed_len(field::SPAN_START_TIME, 8, unix_nanos(span.start))
+        + fixed_len(field::SPAN_END_TIME, 8, unix_nanos(span.end))
+        + span
+            .attributes
+            .iter()
+            .map(|(k, v)| nested_len(field::SPAN_ATTRIBUTES, key_value_len(k, v)))
+            .sum::<usize>()
+        + nested_len(field::SPAN_STATUS, status_len)
+        + fixed_len(field::SPAN_FLAGS, 4, u64::from(span_flags(span)))
+}
+
+fn put_span(span: &SpanRecord, out: &mut Vec<u8>) {
+    let (message, code) = status_parts(&span.status);
+    let parent: &[u8] = if span.is_root() {
+        &[]
+    } else {
+        &span.parent_span_id
+    };
+    put_text(field::SPAN_TRACE_ID, &span.trace_id, out);
+    put_text(field::SPAN_SPAN_ID, &span.span_id, out);
+    put_text(
+        field::SPAN_TRACE_STATE,
+        span.trace_state.as_deref().unwrap_or_default().as_bytes(),
+        out,
+    );
+    put_text(field::SPAN_PARENT_SPAN_ID, parent, out);
+    put_text(field::SPAN_NAME, span.name.as_bytes(), out);
+    put_int(field::SPAN_KIND, otlp_kind(span.kind) as i64, out);
+    for (tag, time) in [
+        (field::SPAN_START_TIME, span.start),
+        (field::SPAN_END_TIME, span.end),
+    ] {
+        let nanos = unix_nanos(time);
+        if nanos != 0 {
+            encode_key(tag, WireType::SixtyFourBit, out);
+            out.extend_from_slice(&nanos.to_le_bytes());
+        }
+    }
+    for (key, value) in &span.attributes {
+        put_header(field::SPAN_ATTRIBUTES, key_value_len(key, value), out);
+        put_key_value(key, value, out);
+    }
+    put_header(
+        field::SPAN_STATUS,
+        text_len(field::STATUS_MESSAGE, message.as_bytes())
+            + int_len(field::STATUS_CODE, code as i64),
+        out,
+    );
+    put_text(field::STATUS_MESSAGE, message.as_bytes(), out);
+    put_int(field::STATUS_CODE, code as i64, out);
+    let flags = span_flags(span);
+    if flags != 0 {
+        encode_key(field::SPAN_FLAGS, WireType::ThirtyTwoBit, out);
+        out.extend_from_slice(&flags.to_le_bytes());
+    }
+}
+
+/// The `AnyValue` of an attribute: a oneof, so written even when it holds a default value.
+fn any_value_len(value: &AttrValue) -> usize {
+    match value {
+        AttrValue::Int(i) => key_len(field::ANY_VALUE_INT) + encoded_len_varint(*i as u64),
+        AttrValue::Bool(_) => key_len(field::ANY_VALUE_BOOL) + 1,
+        text => {
+            let len = text.as_str().unwrap_or_default().len();
+            key_len(field::ANY_VALUE_STRING) + encoded_len_varint(len as u64) + len
+        }
+    }
+}
+
+fn key_value_len(key: &str, value: &AttrValue) -> usize {
+    text_len(field::KEY_VALUE_KEY, key.as_bytes())
+        + nested_len(field::KEY_VALUE_VALUE, any_value_len(value))
+}
+
+fn put_key_value(key: &str, value: &AttrValue, out: &mut Vec<u8>) {
+    put_text(field::KEY_VALUE_KEY, key.as_bytes(), out);
+    put_header(field::KEY_VALUE_VALUE, any_value_len(value), out);
+    match value {
+        AttrValue::Int(i) => {
+            encode_key(field::ANY_VALUE_INT, WireType::Varint, out);
+            encode_varint(*i as u64, out);
+        }
+        AttrValue::Bool(b) => {
+            encode_key(field::ANY_VALUE_BOOL, WireType::Varint, out);
+            out.push(u8::from(*b));
+        }
+        text => {
+            let text = text.as_str().unwrap_or_default();
+            put_header(field::ANY_VALUE_STRING, text.len(), out);
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+}
+
+/// A length-delimited field of `len` bytes, header included.
+fn nested_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+fn put_header(tag: u32, len: usize, out: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+}
+
+/// A string or bytes field; left out when empty.
+fn text_len(tag: u32, bytes: &[u8]) -> usize {
+    match bytes.len() {
+        0 => 0,
+        len => nested_len(tag, len),
+    }
+}
+
+fn put_text(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
+    if !bytes.is_empty() {
+        put_header(tag, bytes.len(), out);
+        out.extend_from_slice(bytes);
+    }
+}
+
+/// An int32/int64/enum field (negative values take ten bytes, as protobuf says); left out when
+/// zero.
+fn int_len(tag: u32, value: i64) -> usize {
+    match value {
+        0 => 0,
+        v => key_len(tag) + encoded_len_varint(v as u64),
+    }
+}
+
+fn put_int(tag: u32, value: i64, out: &mut Vec<u8>) {
+    if value != 0 {
+        encode_key(tag, WireType::Varint, out);
+        encode_varint(value as u64, out);
+    }
+}
+
+/// A fixed32/fixed64 field holding `value`; left out when zero.
+fn fixed_len(tag: u32, width: usize, value: u64) -> usize {
+    match value {
+        0 => 0,
+        _ => key_len(tag) + width,
+    }
+}
+
+/// An attribute as opentelemetry-proto's type, for the resource (once per batch).
 fn key_value(key: String, value: AttrValue) -> KeyValue {
     let value = match value {
         AttrValue::Str(s) => any_value::Value::StringValue(s),
@@ -182,17 +344,13 @@ fn key_value(key: String, value: AttrValue) -> KeyValue {
     }
 }
 
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message as _;
 
     use super::*;
 
@@ -232,6 +390,73 @@ mod tests {
             },
             resource: res.clone(),
         }
+    }
+
+    /// The same span built with opentelemetry-proto's generated types, as the reference.
+    fn reference_span(span: SpanRecord) -> Span {
+        let (message, code) = status_parts(&span.status);
+        Span {
+            trace_id: span.trace_id.to_vec(),
+            span_id: span.span_id.to_vec(),
+            trace_state: span.trace_state.clone().unwrap_or_default(),
+            parent_span_id: if span.is_root() {
+                Vec::new()
+            } else {
+                span.parent_span_id.to_vec()
+            },
+            flags: span_flags(&span),
+            name: span.name.clone(),
+            kind: otlp_kind(span.kind) as i32,
+            start_time_unix_nano: unix_nanos(span.start),
+            end_time_unix_nano: unix_nanos(span.end),
+            attributes: span
+                .attributes
+                .iter()
+                .map(|(k, v)| key_value((*k).to_owned(), v.clone()))
+                .collect(),
+            status: Some(Status {
+                message: message.to_owned(),
+                code,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn reference_request(groups: &[(Arc<ProcessResource>, Vec<SpanRecord>)]) -> Vec<u8> {
+        ExportTraceServiceRequest {
+            resource_spans: groups
+                .iter()
+                .map(|(res, spans)| ResourceSpans {
+                    resource: Some(otlp_resource(res)),
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(InstrumentationScope {
+                            name: SCOPE_NAME.to_owned(),
+                            version: env!("CARGO_PKG_VERSION").to_owned(),
+                            ..Default::default()
+                        }),
+                        spans: spans.iter().cloned().map(reference_span).collect(),
+                        schema_url: String::new(),
+                    }],
+                    schema_url: String::new(),
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+    }
+
+    fn assert_same_bytes(ours: &[u8], reference: &[u8]) {
+        if let Some(at) = ours.iter().zip(reference).position(|(a, b)| a != b) {
+            panic!(
+                "first difference at byte {at}: ours {:02x?}, prost {:02x?}",
+                &ours[at..(at + 16).min(ours.len())],
+                &reference[at..(at + 16).min(reference.len())]
+            );
+        }
+        assert_eq!(
+            ours.len(),
+            reference.len(),
+            "same prefix, different lengths"
+        );
     }
 
     fn decode(groups: Vec<(Arc<ProcessResource>, Vec<SpanRecord>)>) -> ExportTraceServiceRequest {
@@ -355,28 +580,52 @@ mod tests {
     fn the_bytes_are_those_of_the_same_request_encoded_by_prost() {
         let a = resource("a", 1);
         let b = resource("b", 2);
-        let batch = vec![span(&a, 1), span(&b, 2), span(&a, 3)];
-        let groups = group_by_resource(batch);
-        let expected = ExportTraceServiceRequest {
-            resource_spans: groups
-                .iter()
-                .map(|(res, spans)| ResourceSpans {
-                    resource: Some(otlp_resource(res)),
-                    scope_spans: vec![ScopeSpans {
-                        scope: Some(InstrumentationScope {
-                            name: SCOPE_NAME.to_owned(),
-                            version: env!("CARGO_PKG_VERSION").to_owned(),
-                            ..Default::default()
-                        }),
-                        spans: spans.iter().cloned().map(otlp_span).collect(),
-                        schema_url: String::new(),
-                    }],
-                    schema_url: String::new(),
-                })
-                .collect(),
+        let groups = group_by_resource(vec![span(&a, 1), span(&b, 2), span(&a, 3)]);
+        assert_same_bytes(&encode_request(groups.clone()), &reference_request(&groups));
+    }
+
+    #[test]
+    fn odd_values_encode_as_prost_encodes_them() {
+        let a = resource("a", 1);
+        let mut spans = Vec::new();
+        for i in 0..8u8 {
+            let mut s = span(&a, i + 1);
+            s.parent_span_id = if i % 2 == 0 { [0; 8] } else { [i; 8] };
+            s.parent_is_remote = i % 3 == 0;
+            s.trace_flags = i % 2;
+            s.trace_state = (i % 4 == 1).then(|| "k=v".repeat(60));
+            s.name = "x".repeat(usize::from(i) * 40);
+            s.kind = if i % 2 == 0 {
+                SpanKind::Client
+            } else {
+                SpanKind::Server
+            };
+            if i == 7 {
+                s.start = UNIX_EPOCH;
+            }
+            s.attributes.push(("zero", AttrValue::Int(0)));
+            s.attributes.push(("negative", AttrValue::Int(-5)));
+            s.attributes.push(("big", AttrValue::Int(i64::MAX)));
+            s.attributes.push(("true", AttrValue::Bool(true)));
+            s.attributes.push(("empty", AttrValue::Static("")));
+            s.attributes.push(("long", AttrValue::Str("é".repeat(300))));
+            if i % 2 == 1 {
+                s.status = SpanStatus::Unset;
+            }
+            spans.push(s);
         }
-        .encode_to_vec();
-        assert_eq!(encode_request(groups), expected);
+        let groups = vec![(a, spans)];
+        let ours = encode_request(groups.clone());
+        assert_same_bytes(&ours, &reference_request(&groups));
+        assert_eq!(
+            ExportTraceServiceRequest::decode(ours.as_slice())
+                .unwrap()
+                .resource_spans[0]
+                .scope_spans[0]
+                .spans
+                .len(),
+            8
+        );
     }
 
     #[test]
