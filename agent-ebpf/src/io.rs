@@ -38,9 +38,8 @@ pub enum Layout {
     Counted,
 }
 
-/// `struct user_msghdr`: msg_iov at 16, msg_iovlen at 24.
+/// `struct user_msghdr`: msg_iov at 16, msg_iovlen right after it at 24.
 const MSGHDR_IOV: u64 = 16;
-const MSGHDR_IOVLEN: u64 = 24;
 
 /// `MSG_PEEK`: the bytes stay queued and will be read again.
 const MSG_PEEK: i32 = 2;
@@ -77,8 +76,8 @@ pub fn try_socket_io(ctx: &TracePointContext, direction: Direction) -> Result<()
         Layout::Buffer => (arg1, 0, 0),
         Layout::Iovec => (0, arg1, arg2 as u32),
         Layout::MsgHdr => {
-            let iov = read_user_u64(arg1 + MSGHDR_IOV)?;
-            let cnt = read_user_u64(arg1 + MSGHDR_IOVLEN)?;
+            // msg_iov and msg_iovlen sit side by side: one user read for both.
+            let [iov, cnt] = read_user_pair(arg1 + MSGHDR_IOV)?;
             (0, iov, cnt as u32)
         }
         Layout::Counted => (0, 0, 0),
@@ -250,6 +249,10 @@ fn copy_buffer(payload: &mut [u8; MAX_CAPTURE * 2], src: u64, want: u32) -> u32 
     n as u32
 }
 
+/// Iovec entries fetched with one user read before the loop. Each user read pays a fixed toll
+/// (access checks, user-access toggling), and most vectored writes have two or three entries.
+const PREFETCHED_IOVECS: u32 = 4;
+
 /// State of an iovec copy, shared with the `bpf_loop` callback.
 #[repr(C)]
 struct IovecCopy {
@@ -259,6 +262,10 @@ struct IovecCopy {
     want: u32,
     off: u32,
     failed: u32,
+    /// The first `prefetched` entries as (base, len) pairs.
+    entries: [[u64; 2]; PREFETCHED_IOVECS as usize],
+    prefetched: u32,
+    _pad: u32,
 }
 
 /// Copy up to `want` bytes spread over a user iovec array, in order. The loop runs in
@@ -271,16 +278,46 @@ fn copy_iovecs(payload: &mut [u8; MAX_CAPTURE * 2], iov: u64, iovcnt: u32, want:
         want,
         off: 0,
         failed: 0,
+        entries: [[0; 2]; PREFETCHED_IOVECS as usize],
+        prefetched: 0,
+        _pad: 0,
     };
-    // SAFETY: the callback only touches `state`, which outlives the call.
-    unsafe {
-        bpf_loop(
-            MAX_IOVECS as u32,
-            copy_one_iovec as *mut _,
-            (&raw mut state).cast(),
-            0,
+    let mut first = iovcnt;
+    if first > PREFETCHED_IOVECS {
+        first = PREFETCHED_IOVECS;
+    }
+    // SAFETY: `entries` holds PREFETCHED_IOVECS pairs; at most that many are read. A fault (an
+    // array ending at an unmapped page) leaves `prefetched` at 0 and every entry is read alone.
+    let rc = unsafe {
+        bpf_probe_read_user(
+            state.entries.as_mut_ptr().cast(),
+            first * 16,
+            iov as *const _,
         )
     };
+    if rc == 0 {
+        state.prefetched = first;
+    }
+    // The prefetched entries are copied in line; `bpf_loop` (a helper call, and an indirect
+    // call per entry) takes over only for longer vectors.
+    let mut stopped = false;
+    for index in 0..PREFETCHED_IOVECS {
+        if copy_entry(&mut state, index as u64) {
+            stopped = true;
+            break;
+        }
+    }
+    if !stopped {
+        // SAFETY: the callback only touches `state`, which outlives the call.
+        unsafe {
+            bpf_loop(
+                (MAX_IOVECS as u32) - PREFETCHED_IOVECS,
+                copy_one_iovec as *mut _,
+                (&raw mut state).cast(),
+                0,
+            )
+        };
+    }
     if state.failed != 0 {
         count(Counter::CopyFailed);
     }
@@ -294,17 +331,30 @@ fn copy_iovecs(payload: &mut [u8; MAX_CAPTURE * 2], iov: u64, iovcnt: u32, want:
     off as u32
 }
 
-/// One iovec entry; returns 1 to stop the loop.
+/// The entries after the prefetched ones, as a `bpf_loop` callback; returns 1 to stop.
 extern "C" fn copy_one_iovec(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: `ctx` is the `IovecCopy` on the caller's stack.
     let state = unsafe { &mut *ctx.cast::<IovecCopy>() };
+    i64::from(copy_entry(state, index + PREFETCHED_IOVECS as u64))
+}
+
+/// Copy iovec entry `index`; true when the copy is over (all entries, enough bytes, or a
+/// fault).
+#[inline(always)]
+fn copy_entry(state: &mut IovecCopy, index: u64) -> bool {
     if index >= state.iovcnt as u64 || state.off >= state.want {
-        return 1;
+        return true;
     }
-    let entry = state.iov + index * 16;
-    let (Ok(base), Ok(len)) = (read_user_u64(entry), read_user_u64(entry + 8)) else {
-        state.failed = 1;
-        return 1;
+    let [base, len] = if index < state.prefetched as u64 {
+        state.entries[(index & (PREFETCHED_IOVECS as u64 - 1)) as usize]
+    } else {
+        match read_user_pair(state.iov + index * 16) {
+            Ok(entry) => entry,
+            Err(_) => {
+                state.failed = 1;
+                return true;
+            }
+        }
     };
     let mut n = (state.want - state.off) as usize;
     if (len as usize) < n {
@@ -314,7 +364,7 @@ extern "C" fn copy_one_iovec(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         n = MAX_CAPTURE;
     }
     if n == 0 {
-        return 0;
+        return false;
     }
     let at = (state.off as usize) & (MAX_CAPTURE - 1);
     // SAFETY: at < MAX_CAPTURE and n ≤ MAX_CAPTURE keep the copy inside the payload array,
@@ -323,15 +373,16 @@ extern "C" fn copy_one_iovec(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
         unsafe { bpf_probe_read_user(state.payload.add(at).cast(), n as u32, base as *const _) };
     if rc != 0 {
         state.failed = 1;
-        return 1;
+        return true;
     }
     state.off += n as u32;
-    0
+    false
 }
 
-fn read_user_u64(addr: u64) -> Result<u64, i64> {
+/// Two adjacent user words (an iovec entry, a msghdr's iov pointer and count) in one read.
+fn read_user_pair(addr: u64) -> Result<[u64; 2], i64> {
     // SAFETY: bpf_probe_read_user faults safely on bad addresses.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const u64) }.map_err(i64::from)
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const [u64; 2]) }.map_err(i64::from)
 }
 
 /// A field of the tracepoint record at a fixed offset, loaded directly.
