@@ -73,6 +73,36 @@ struct InFlight {
     ends: Endpoints,
 }
 
+/// Requests in flight on one connection, oldest first: one on a keep-alive connection, a few
+/// when pipelined. An emptied list stays in its map, capacity and all, until the next sweep
+/// ([`TraceAssembler::sweep_idle_connections`]): a keep-alive connection then costs no
+/// allocation per request.
+#[derive(Default)]
+struct ConnRequests(Vec<(u64, RequestKey)>);
+
+impl ConnRequests {
+    fn insert(&mut self, start_ns: u64, key: RequestKey) {
+        match self.0.binary_search_by_key(&start_ns, |(s, _)| *s) {
+            Ok(i) => self.0[i].1 = key,
+            Err(i) => self.0.insert(i, (start_ns, key)),
+        }
+    }
+
+    fn remove(&mut self, start_ns: u64) {
+        if let Ok(i) = self.0.binary_search_by_key(&start_ns, |(s, _)| *s) {
+            self.0.remove(i);
+        }
+    }
+
+    fn latest(&self) -> Option<&RequestKey> {
+        self.0.last().map(|(_, k)| k)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AssemblyStats {
     /// Server spans that continued an incoming traceparent.
@@ -97,9 +127,9 @@ pub struct TraceAssembler {
     /// Server requests in flight per process, by start time.
     serving: HashMap<u32, BTreeMap<(u64, u64), RequestKey>>,
     /// Client requests in flight per connection, as the server end will see it (mirrored).
-    calling: HashMap<Endpoints, BTreeMap<u64, RequestKey>>,
+    calling: HashMap<Endpoints, ConnRequests>,
     /// Server requests in flight per connection, as the server sees it.
-    serving_conn: HashMap<Endpoints, BTreeMap<u64, RequestKey>>,
+    serving_conn: HashMap<Endpoints, ConnRequests>,
     /// Which server request a thread's last call was attributed to.
     thread_affinity: HashMap<u32, RequestKey>,
     /// Requests in flight per process: most processes that exec or exit had none, and then
@@ -140,6 +170,10 @@ impl TraceAssembler {
         }
         if self.in_flight.len() >= MAX_IN_FLIGHT {
             self.evict_oldest_share();
+        }
+        if self.serving_conn.len() + self.calling.len() >= 2 * MAX_IN_FLIGHT {
+            // Many short connections between sweeps: their emptied lists go now.
+            self.sweep_idle_connections();
         }
         let ctx = match role {
             Role::Server => self.server_context(tuple, traceparent, tracestate),
@@ -193,7 +227,7 @@ impl TraceAssembler {
         let Some(latest) = self
             .serving_conn
             .get(&mirrored(client_tuple))
-            .and_then(|m| m.values().next_back())
+            .and_then(ConnRequests::latest)
             .copied()
         else {
             return;
@@ -253,6 +287,13 @@ impl TraceAssembler {
         }
         self.thread_affinity
             .retain(|_, key| self.in_flight.contains_key(key));
+        self.sweep_idle_connections();
+    }
+
+    /// Drop the per-connection lists left empty (see [`ConnRequests`]).
+    fn sweep_idle_connections(&mut self) {
+        self.serving_conn.retain(|_, m| !m.is_empty());
+        self.calling.retain(|_, m| !m.is_empty());
     }
 
     /// The process is gone: forget what it had in flight.
@@ -302,18 +343,12 @@ impl TraceAssembler {
                     }
                 }
                 if let Some(m) = self.serving_conn.get_mut(&ends) {
-                    m.remove(&key.start_ns);
-                    if m.is_empty() {
-                        self.serving_conn.remove(&ends);
-                    }
+                    m.remove(key.start_ns);
                 }
             }
             _ => {
                 if let Some(m) = self.calling.get_mut(&ends) {
-                    m.remove(&key.start_ns);
-                    if m.is_empty() {
-                        self.calling.remove(&ends);
-                    }
+                    m.remove(key.start_ns);
                 }
             }
         }
@@ -342,7 +377,7 @@ impl TraceAssembler {
         let caller = self
             .calling
             .get(&endpoints(tuple))
-            .and_then(|m| m.values().next_back())
+            .and_then(ConnRequests::latest)
             .and_then(|k| self.in_flight.get(k));
         if let Some(caller) = caller {
             self.stats.server_linked_to_local_client += 1;
