@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Deserializer, de::Error as _};
 
-use crate::{capture::processes::Selection, export::otlp::OtlpOptions};
+use crate::{capture::processes::Selection, cpu_priority::CpuPriority, export::otlp::OtlpOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// Export database statements with their literal values instead of `?`.
     #[arg(long)]
     pub keep_query_literals: bool,
+    /// `yield`: the agent's threads use idle CPU and compete at normal priority only while
+    /// falling behind (default); `normal`: always normal priority.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub cpu_priority: Option<CpuPriority>,
     /// Write counters (events, losses, spans) as JSON to this file at exit.
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,
@@ -120,6 +124,7 @@ pub struct FileConfig {
     pub keep_query_literals: Option<bool>,
     /// Attach the OpenSSL uprobes (default true).
     pub tls: Option<bool>,
+    pub cpu_priority: Option<CpuPriority>,
     pub stats_file: Option<PathBuf>,
 }
 
@@ -136,6 +141,7 @@ pub struct RunConfig {
     pub keep_query_strings: bool,
     pub keep_query_literals: bool,
     pub tls: bool,
+    pub cpu_priority: CpuPriority,
     pub stats_file: Option<PathBuf>,
 }
 
@@ -267,6 +273,7 @@ impl RunArgs {
             keep_query_literals: self.keep_query_literals
                 || file.keep_query_literals.unwrap_or(false),
             tls: !self.no_tls && file.tls.unwrap_or(true),
+            cpu_priority: self.cpu_priority.or(file.cpu_priority).unwrap_or_default(),
             stats_file: self.stats_file.or(file.stats_file),
         })
     }
@@ -276,6 +283,20 @@ impl RunArgs {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn cpu_priority_from_file_or_flag() {
+        let file = FileConfig::parse("cpu_priority = \"normal\"\n", Path::new("p.toml")).unwrap();
+        assert_eq!(file.cpu_priority, Some(CpuPriority::Normal));
+        let err = FileConfig::parse("exe = []\ncpu_priority = \"low\"\n", Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("yield"), "{err}");
+        assert_eq!(
+            RunArgs::default().resolve().unwrap().cpu_priority,
+            CpuPriority::Yield
+        );
+    }
 
     #[test]
     fn file_errors_name_the_line() {

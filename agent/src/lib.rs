@@ -11,6 +11,7 @@
 pub mod capture;
 pub mod check;
 pub mod config;
+pub mod cpu_priority;
 pub mod export;
 pub mod process_counts;
 pub mod protocols;

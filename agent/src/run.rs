@@ -5,7 +5,7 @@ use std::{
     os::fd::AsRawFd as _,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -16,13 +16,15 @@ use serde::Serialize;
 use crate::{
     capture::{
         events::{KernelEvent, decode},
-        probes::{KernelCounts, ProbeOptions, Probes},
+        probes::{KernelCounts, ProbeOptions, Probes, ring_capacity},
         processes::ProcessSelector,
+        ring_backlog::RingBacklog,
         self_traffic::SelfTraffic,
         streams::{Connections, Finished, StreamOutput, StreamStats},
         tls::TlsProbes,
     },
     config::{OutputFormat, RunConfig},
+    cpu_priority::{CpuPriority, Governor, GovernorStats, Managed, current_tid},
     export::{
         SpanExporter,
         otlp::{OtlpExporter, OtlpSettings},
@@ -66,7 +68,14 @@ struct Stats {
     assembly: AssemblyStats,
     hold: HoldStats,
     export: ExportStatsSnapshot,
+    /// How often the agent had to compete for the CPU (absent with `--cpu-priority normal`).
+    cpu_priority: Option<GovernorStats>,
 }
+
+/// No trip round the capture loop for this long means its thread is not getting the CPU.
+const CAPTURE_STALL: Duration = Duration::from_millis(250);
+/// The export thread goes round at least every batch interval (500 ms).
+const EXPORT_STALL: Duration = Duration::from_secs(2);
 
 pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let agent_tgid = std::process::id();
@@ -131,6 +140,17 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, stop.clone())?;
     }
 
+    let ring_fd = ring.as_raw_fd();
+    let capture_heartbeat = Arc::new(AtomicU64::new(0));
+    let governor = match cfg.cpu_priority {
+        CpuPriority::Normal => None,
+        CpuPriority::Yield => start_governor(
+            &pipeline,
+            RingBacklog::new(ring_fd, u64::from(ring_capacity(cfg.ring_buffer_bytes))),
+            capture_heartbeat.clone(),
+        ),
+    };
+
     let scope = if filtering {
         format!("{} selected process(es)", selector.traced_count())
     } else {
@@ -152,9 +172,8 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut last_housekeeping = Instant::now();
     let mut last_tls_scan = Instant::now();
     let mut tls_pending: Vec<(Instant, u32)> = Vec::new();
-    let ring_fd = ring.as_raw_fd();
-
     while !stop.load(Ordering::Relaxed) {
+        capture_heartbeat.fetch_add(1, Ordering::Relaxed);
         wait_readable(ring_fd, POLL_INTERVAL_MS);
         while let Some(record) = ring.next() {
             match decode(&record) {
@@ -230,6 +249,8 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         }
     }
 
+    // The final flush runs at normal priority.
+    let cpu_priority = governor.map(Governor::stop);
     connections.close_all(monotonic_now_ns(), &mut finished);
     submit(&mut finished, &mut factory, &mut hold, &mut pipeline);
     hold.release_all(&mut |span| pipeline.submit(span));
@@ -244,6 +265,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         assembly: factory.assembly_stats(),
         hold: hold.stats.clone(),
         export: export_stats.snapshot(),
+        cpu_priority,
     };
     // Detach every probe before reporting.
     drop(ring);
@@ -263,6 +285,44 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         lost
     );
     Ok(())
+}
+
+/// Yield the CPU (see `cpu_priority`): the capture thread (this one) and the export thread
+/// under the governor. Without it (no ring gauge, or the policy cannot be set) the agent runs
+/// at normal priority.
+fn start_governor(
+    pipeline: &ExportPipeline,
+    ring: std::io::Result<RingBacklog>,
+    capture_heartbeat: Arc<AtomicU64>,
+) -> Option<Governor> {
+    let ring = match ring {
+        Ok(ring) => ring,
+        Err(e) => {
+            log::warn!("cannot watch the ring buffer's backlog ({e}); running at normal priority");
+            return None;
+        }
+    };
+    let (export_tid, export_heartbeat) = pipeline.worker();
+    let queue = pipeline.backlog_gauge();
+    let threads = vec![
+        Managed {
+            tid: current_tid(),
+            heartbeat: capture_heartbeat,
+            stall_after: CAPTURE_STALL,
+        },
+        Managed {
+            tid: export_tid,
+            heartbeat: export_heartbeat,
+            stall_after: EXPORT_STALL,
+        },
+    ];
+    match Governor::start(threads, Box::new(move || ring.fill().max(queue()))) {
+        Ok(governor) => Some(governor),
+        Err(e) => {
+            log::warn!("cannot lower the agent's CPU priority ({e}); running at normal priority");
+            None
+        }
+    }
 }
 
 /// Turn finished exchanges into spans and queue them; never blocks.

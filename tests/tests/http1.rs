@@ -455,3 +455,82 @@ fn peeked_reads_spliced_writes_and_bodies_ended_by_close() {
         "the spliced response should be counted: {stats:#}"
     );
 }
+
+/// Scheduling policy of each thread of `pid`, by thread name (field 41 of its stat line).
+fn thread_policies(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let Ok(stat) = std::fs::read_to_string(task.expect("task").path().join("stat")) else {
+            continue;
+        };
+        let name = stat[stat.find('(').unwrap() + 1..stat.rfind(')').unwrap()].to_owned();
+        let policy = stat[stat.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .nth(38)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(-1);
+        out.push((name, policy));
+    }
+    out
+}
+
+/// By default the capture and export threads run under SCHED_IDLE and still deliver every
+/// span; the governor that raises them when they fall behind stays at normal priority, and
+/// `--cpu-priority normal` leaves every thread alone.
+#[test]
+fn agent_threads_yield_the_cpu_and_spans_still_arrive() {
+    require_capture!();
+    let _serial = serial();
+    let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
+    let (_server, port) = python_service::<&str>("shop.py", &[]);
+    for (args, yielding) in [(&[][..], true), (&["--cpu-priority", "normal"][..], false)] {
+        receiver.clear();
+        let mut all = vec!["--exe", "shop.py"];
+        all.extend_from_slice(args);
+        let agent = Agent::start(
+            &all,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ],
+        );
+        let policies = thread_policies(agent.pid());
+        let policy = |name: &str| {
+            policies
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, p)| *p)
+                .unwrap_or_else(|| panic!("no thread {name}: {policies:?}"))
+        };
+        const SCHED_OTHER: i32 = 0;
+        const SCHED_IDLE: i32 = 5;
+        if yielding {
+            assert_eq!(policy("periscope"), SCHED_IDLE, "capture: {policies:?}");
+            assert_eq!(
+                policy("periscope-expor"),
+                SCHED_IDLE,
+                "export: {policies:?}"
+            );
+            assert_eq!(
+                policy("periscope-sched"),
+                SCHED_OTHER,
+                "governor: {policies:?}"
+            );
+        } else {
+            assert!(
+                policies.iter().all(|(_, p)| *p == SCHED_OTHER),
+                "{policies:?}"
+            );
+        }
+        for i in 0..20 {
+            curl(&[
+                "-o",
+                "/dev/null",
+                &format!("http://127.0.0.1:{port}/items/{i}"),
+            ]);
+        }
+        let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 20);
+        agent.stop();
+        assert_eq!(spans.len(), 20, "yielding={yielding}: {spans:#?}");
+    }
+}

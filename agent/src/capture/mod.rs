@@ -14,6 +14,7 @@ pub mod events;
 pub mod probes;
 pub mod processes;
 pub mod procnet;
+pub mod ring_backlog;
 pub mod self_traffic;
 pub mod streams;
 pub mod syscalls;

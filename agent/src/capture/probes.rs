@@ -78,7 +78,7 @@ impl Probes {
                 bail!("tracepoint {category}:{name} is missing on this kernel; capture needs it");
             }
         }
-        let ring = opts.ring_buffer_bytes.next_power_of_two().max(4096 * 16);
+        let ring = ring_capacity(opts.ring_buffer_bytes);
         let config = CaptureConfig {
             agent_tgid: opts.agent_tgid,
             filter_pids: opts.filter_pids as u32,
@@ -162,6 +162,11 @@ impl Probes {
 /// The ring-buffer backlog that wakes userspace: large enough that the agent works in a few
 /// long batches rather than many short ones (each wake-up can preempt a traced program), small
 /// enough that the ring never comes close to full between wake-ups.
+/// The ring's data size for a requested size: a power of two, at least 16 pages.
+pub fn ring_capacity(requested: u32) -> u32 {
+    requested.next_power_of_two().max(4096 * 16)
+}
+
 fn wakeup_bytes(ring: u32) -> u32 {
     (ring / 8).min(1024 * 1024)
 }

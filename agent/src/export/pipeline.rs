@@ -9,6 +9,7 @@
 //! memory and shows up as counted drops.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -95,6 +96,9 @@ pub struct ExportPipeline {
     deadline: Arc<Mutex<Option<Instant>>>,
     done_rx: Receiver<()>,
     thread: Option<JoinHandle<()>>,
+    /// The export thread's id, and a counter it advances each time round its loop.
+    thread_id: i32,
+    heartbeat: Arc<AtomicU64>,
 }
 
 impl ExportPipeline {
@@ -110,6 +114,8 @@ impl ExportPipeline {
         let stats = Arc::new(ExportStats::default());
         let deadline = Arc::new(Mutex::new(None));
         let queued = Arc::new(AtomicUsize::new(0));
+        let heartbeat = Arc::new(AtomicU64::new(0));
+        let (tid_tx, tid_rx) = mpsc::sync_channel(1);
         let worker = Worker {
             exporter,
             opts,
@@ -117,14 +123,16 @@ impl ExportPipeline {
             stats: stats.clone(),
             deadline: deadline.clone(),
             errors: ErrorLog::default(),
+            heartbeat: heartbeat.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("periscope-export".into())
             .spawn(move || {
-                worker.run(rx);
+                worker.run(rx, tid_tx);
                 let _ = done_tx.send(());
             })
             .expect("spawning the export thread");
+        let thread_id = tid_rx.recv().unwrap_or(0);
         ExportPipeline {
             tx: Some(tx),
             pending: Vec::new(),
@@ -135,7 +143,21 @@ impl ExportPipeline {
             deadline,
             done_rx,
             thread: Some(thread),
+            thread_id,
+            heartbeat,
         }
+    }
+
+    /// The export thread's id and its loop counter (see `cpu_priority`).
+    pub fn worker(&self) -> (i32, Arc<AtomicU64>) {
+        (self.thread_id, self.heartbeat.clone())
+    }
+
+    /// How full the queue is, as a share of its capacity (0 to 1), readable from any thread.
+    pub fn backlog_gauge(&self) -> impl Fn() -> f64 + Send + 'static {
+        let queued = self.queued.clone();
+        let capacity = self.queue_capacity as f64;
+        move || queued.load(Ordering::Relaxed) as f64 / capacity
     }
 
     /// Queue one span; never blocks. It reaches the thread with the next hand-over.
@@ -259,13 +281,16 @@ struct Worker {
     stats: Arc<ExportStats>,
     deadline: Arc<Mutex<Option<Instant>>>,
     errors: ErrorLog,
+    heartbeat: Arc<AtomicU64>,
 }
 
 impl Worker {
-    fn run(mut self, rx: Receiver<Vec<SpanRecord>>) {
+    fn run(mut self, rx: Receiver<Vec<SpanRecord>>, tid: SyncSender<i32>) {
+        let _ = tid.send(crate::cpu_priority::current_tid());
         let mut batch: Vec<SpanRecord> = Vec::with_capacity(self.opts.max_batch.min(4096));
         let mut next_tick = Instant::now() + self.opts.batch_interval;
         loop {
+            self.heartbeat.fetch_add(1, Ordering::Relaxed);
             let wait = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(run) => {

@@ -144,6 +144,10 @@ impl Agent {
         agent
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// SIGINT, wait for a clean exit, and return (stdout, stderr).
     pub fn stop(mut self) -> (String, String) {
         let mut child = self.child.take().unwrap();

@@ -246,6 +246,9 @@ pub struct Stats {
     pub export_exported: u64,
     pub dropped_queue_full: u64,
     pub dropped_export_failed: u64,
+    /// Times the agent left idle priority to catch up, and for how long (ms).
+    pub raised: u64,
+    pub raised_ms: u64,
 }
 
 impl Stats {
@@ -272,6 +275,8 @@ impl Stats {
             export_exported: n("export", "exported"),
             dropped_queue_full: n("export", "dropped_queue_full"),
             dropped_export_failed: n("export", "dropped_export_failed"),
+            raised: n("cpu_priority", "raised"),
+            raised_ms: n("cpu_priority", "raised_ms"),
         }
     }
 

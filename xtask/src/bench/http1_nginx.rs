@@ -364,6 +364,11 @@ fn print_round(v: &Variant, round: &Round) {
             a.stats.export_exported
         );
         println!(
+            "  agent at normal priority to catch up: {} time(s), {:.2} s in all",
+            a.stats.raised,
+            a.stats.raised_ms as f64 / 1000.0
+        );
+        println!(
             "  lost (counted): {}; truncated payloads {}, iovecs {}; log {}",
             a.loss_breakdown(),
             a.stats.payload_truncated,

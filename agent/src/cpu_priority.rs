@@ -1,0 +1,301 @@
+//! The agent yields the CPU to the programs it traces.
+//!
+//! Its two busy threads (capture and export) run under `SCHED_IDLE`: they get the cycles no
+//! other thread wants, so on a host with any idle time they never take a core from a traced
+//! program. Measured on nginx, the agent's time slices cost the traced server far more
+//! throughput than their share of CPU suggests: a burst of span building displaces the server
+//! from a core. A governor thread at normal priority watches for the agent falling behind
+//! (the kernel ring or the export queue filling, or a thread not getting to run at all) and
+//! then raises the threads to normal priority until they have caught up, so a saturated host
+//! costs latency of spans, not spans.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+
+/// How often the governor looks.
+const TICK: Duration = Duration::from_millis(5);
+/// Backlog share (of the ring or the export queue) at which the threads are raised...
+const RAISE_AT: f64 = 0.25;
+/// ...and below which they yield again.
+const YIELD_BELOW: f64 = 0.05;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuPriority {
+    /// Run on idle CPU; compete at normal priority only while falling behind.
+    #[default]
+    Yield,
+    /// Always run at normal priority.
+    Normal,
+}
+
+/// A thread the governor manages.
+pub struct Managed {
+    pub tid: i32,
+    /// Advances each time the thread goes round its loop.
+    pub heartbeat: Arc<AtomicU64>,
+    /// No heartbeat for this long means the thread is not getting the CPU.
+    pub stall_after: Duration,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GovernorStats {
+    /// Times the threads were raised to normal priority...
+    pub raised: u64,
+    /// ...of which because a thread had not run its loop for too long.
+    pub raised_starved: u64,
+    /// Time spent raised, in milliseconds.
+    pub raised_ms: u64,
+}
+
+/// Whether the threads should run at normal priority next, given whether they do now, the
+/// backlog share and whether one of them is starved. The gap between the two thresholds keeps
+/// the policy from flapping.
+pub fn should_raise(raised: bool, backlog: f64, starved: bool) -> bool {
+    if starved || backlog >= RAISE_AT {
+        true
+    } else if raised {
+        backlog > YIELD_BELOW
+    } else {
+        false
+    }
+}
+
+pub struct Governor {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<GovernorStats>>,
+}
+
+impl Governor {
+    /// Put `threads` under `SCHED_IDLE` and start watching them; `backlog` reports the fuller
+    /// share of the agent's buffers (0 to 1).
+    pub fn start(
+        threads: Vec<Managed>,
+        backlog: Box<dyn Fn() -> f64 + Send>,
+    ) -> io::Result<Governor> {
+        // Leaving SCHED_IDLE needs privilege (or a nice limit); find out on a scratch thread
+        // rather than strand the agent at idle priority.
+        std::thread::spawn(|| {
+            let tid = current_tid();
+            set_idle(tid, true).and_then(|()| set_idle(tid, false))
+        })
+        .join()
+        .map_err(|_| io::Error::other("the priority probe thread panicked"))??;
+        let tids: Vec<i32> = threads.iter().map(|t| t.tid).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        // Spawned first: a thread inherits its creator's policy.
+        let thread = std::thread::Builder::new()
+            .name("periscope-sched".into())
+            .spawn(move || govern(threads, backlog, &thread_stop))?;
+        let governor = Governor {
+            stop,
+            thread: Some(thread),
+        };
+        for tid in tids {
+            if let Err(e) = set_idle(tid, true) {
+                governor.stop();
+                return Err(e);
+            }
+        }
+        Ok(governor)
+    }
+
+    /// Raise the threads for good (the final flush must not wait for idle CPU) and report.
+    pub fn stop(mut self) -> GovernorStats {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Governor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn govern(
+    threads: Vec<Managed>,
+    backlog: Box<dyn Fn() -> f64 + Send>,
+    stop: &AtomicBool,
+) -> GovernorStats {
+    let mut stats = GovernorStats::default();
+    let mut raised_since: Option<Instant> = None;
+    // (last heartbeat value, when it last changed) per thread.
+    let mut beats: Vec<(u64, Instant)> = threads
+        .iter()
+        .map(|t| (t.heartbeat.load(Ordering::Relaxed), Instant::now()))
+        .collect();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(TICK);
+        let now = Instant::now();
+        let mut starved = false;
+        for (t, (last, since)) in threads.iter().zip(beats.iter_mut()) {
+            let beat = t.heartbeat.load(Ordering::Relaxed);
+            if beat != *last {
+                *last = beat;
+                *since = now;
+            } else if now.duration_since(*since) >= t.stall_after {
+                starved = true;
+            }
+        }
+        let raise = should_raise(raised_since.is_some(), backlog(), starved);
+        if raise == raised_since.is_some() {
+            continue;
+        }
+        for t in &threads {
+            if let Err(e) = set_idle(t.tid, !raise) {
+                log::warn!("changing the scheduling policy of thread {}: {e}", t.tid);
+            }
+        }
+        if raise {
+            stats.raised += 1;
+            stats.raised_starved += u64::from(starved);
+            raised_since = Some(now);
+        } else if let Some(since) = raised_since.take() {
+            stats.raised_ms += since.elapsed().as_millis() as u64;
+        }
+    }
+    for t in &threads {
+        let _ = set_idle(t.tid, false);
+    }
+    if let Some(since) = raised_since {
+        stats.raised_ms += since.elapsed().as_millis() as u64;
+    }
+    stats
+}
+
+/// `SCHED_IDLE` or back to `SCHED_OTHER` for one thread.
+fn set_idle(tid: i32, idle: bool) -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    let policy = if idle {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    // SAFETY: plain syscall wrapper; `param` outlives the call.
+    if unsafe { libc::sched_setscheduler(tid, policy, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The calling thread's id.
+pub fn current_tid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raised_when_behind_or_starved_and_yields_only_once_caught_up() {
+        assert!(!should_raise(false, 0.0, false));
+        assert!(!should_raise(false, 0.2, false), "some backlog is normal");
+        assert!(should_raise(false, 0.25, false));
+        assert!(should_raise(false, 0.0, true), "a starved thread is raised");
+        assert!(should_raise(true, 0.2, false), "raised until caught up");
+        assert!(should_raise(true, 0.06, false));
+        assert!(!should_raise(true, 0.05, false));
+    }
+
+    /// The policy a thread runs under, from `/proc` (field 41 of its stat line).
+    fn policy_of(tid: i32) -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+        // Fields from the third on; the policy is the 41st field.
+        after_comm.split(' ').nth(38).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_thread_that_never_gets_round_its_loop_is_raised() {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (quit_tx, quit_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            tid_tx.send(current_tid()).unwrap();
+            let _ = quit_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let governor = Governor::start(
+            vec![Managed {
+                tid,
+                heartbeat: Arc::new(AtomicU64::new(0)),
+                stall_after: Duration::from_millis(50),
+            }],
+            Box::new(|| 0.0),
+        )
+        .unwrap();
+        assert_eq!(policy_of(tid), libc::SCHED_IDLE);
+        let t0 = Instant::now();
+        while policy_of(tid) != libc::SCHED_OTHER {
+            assert!(t0.elapsed() < Duration::from_secs(5), "never raised");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(governor.stop().raised >= 1);
+        quit_tx.send(()).unwrap();
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_lagging_thread_is_raised_and_yields_again_once_caught_up() {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let quit = Arc::new(AtomicBool::new(false));
+        let heartbeat = Arc::new(AtomicU64::new(0));
+        let (worker_quit, worker_beat) = (quit.clone(), heartbeat.clone());
+        let worker = std::thread::spawn(move || {
+            tid_tx.send(current_tid()).unwrap();
+            while !worker_quit.load(Ordering::Relaxed) {
+                worker_beat.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let tid = tid_rx.recv().unwrap();
+        let backlog = Arc::new(AtomicU64::new(0));
+        let gauge = backlog.clone();
+        let governor = Governor::start(
+            vec![Managed {
+                tid,
+                heartbeat: heartbeat.clone(),
+                stall_after: Duration::from_secs(10),
+            }],
+            Box::new(move || gauge.load(Ordering::Relaxed) as f64 / 100.0),
+        )
+        .unwrap();
+        let wait_for = |policy: i32| {
+            let t0 = Instant::now();
+            while policy_of(tid) != policy {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "policy {policy} never set"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        wait_for(libc::SCHED_IDLE);
+        backlog.store(50, Ordering::Relaxed);
+        wait_for(libc::SCHED_OTHER);
+        backlog.store(1, Ordering::Relaxed);
+        wait_for(libc::SCHED_IDLE);
+        let stats = governor.stop();
+        assert_eq!(
+            policy_of(tid),
+            libc::SCHED_OTHER,
+            "stopping raises the threads for good"
+        );
+        assert_eq!(stats.raised, 1);
+        quit.store(true, Ordering::Relaxed);
+        worker.join().unwrap();
+    }
+}
