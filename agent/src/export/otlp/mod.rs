@@ -1,10 +1,10 @@
 //! OTLP exporter: spans to an OpenTelemetry collector over gRPC or HTTP/protobuf.
 //!
 //! [`OtlpSettings::resolve`] turns command-line flags and the standard `OTEL_EXPORTER_OTLP_*`
-//! environment variables into one exact destination ([`settings`]). Each batch is encoded once
-//! into an OTLP request with opentelemetry-proto's types ([`encode`]) and sent by tonic or
-//! reqwest ([`transport`]); transient failures are retried with backoff within the export
-//! timeout, resending the same bytes.
+//! environment variables into one exact destination ([`settings`]). Each batch is encoded once,
+//! straight from the span records, into the bytes of an OTLP request ([`encode`]) and sent by
+//! tonic or reqwest ([`transport`]); transient failures are retried with backoff within the
+//! export timeout, resending the same bytes.
 
 pub mod encode;
 pub mod settings;
