@@ -73,7 +73,7 @@ struct Stats {
 }
 
 /// No trip round the capture loop for this long means its thread is not getting the CPU.
-const CAPTURE_STALL: Duration = Duration::from_millis(250);
+const CAPTURE_STALL: Duration = Duration::from_secs(1);
 /// The export thread goes round at least every batch interval (500 ms).
 const EXPORT_STALL: Duration = Duration::from_secs(2);
 
