@@ -54,7 +54,7 @@ mod field {
 }
 
 /// Encode spans already grouped by process resource (see [`group_by_resource`]).
-pub fn encode_request(groups: Vec<(Arc<ProcessResource>, Vec<SpanRecord>)>) -> Vec<u8> {
+pub fn encode_request(groups: &[(Arc<ProcessResource>, Vec<SpanRecord>)]) -> Vec<u8> {
     let scope = InstrumentationScope {
         name: SCOPE_NAME.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -62,7 +62,7 @@ pub fn encode_request(groups: Vec<(Arc<ProcessResource>, Vec<SpanRecord>)>) -> V
     };
     let mut out = Vec::new();
     for (resource, spans) in groups {
-        let resource = otlp_resource(&resource);
+        let resource = otlp_resource(resource);
         let lens: Vec<usize> = spans.iter().map(span_len).collect();
         let spans_len: usize = lens
             .iter()
@@ -164,25 +164,31 @@ fn status_parts(status: &SpanStatus) -> (&str, i32) {
     }
 }
 
+fn status_len(message: &str, code: i32) -> usize {
+    text_len(field::STATUS_MESSAGE, message.as_bytes()) + int_len(field::STATUS_CODE, code as i64)
+}
+
+/// The parent span id as sent: empty for a root.
+fn parent_id(span: &SpanRecord) -> &[u8] {
+    if span.is_root() {
+        &[]
+    } else {
+        &span.parent_span_id
+    }
+}
+
 // Fields are written in the order prost writes them (by field number, so `flags`, field 16,
 // comes last), and, as proto3 asks, empty ones are left out.
 
 fn span_len(span: &SpanRecord) -> usize {
     let (message, code) = status_parts(&span.status);
-    let status_len = text_len(field::STATUS_MESSAGE, message.as_bytes())
-        + int_len(field::STATUS_CODE, code as i64);
-    let parent: &[u8] = if span.is_root() {
-        &[]
-    } else {
-        &span.parent_span_id
-    };
     text_len(field::SPAN_TRACE_ID, &span.trace_id)
         + text_len(field::SPAN_SPAN_ID, &span.span_id)
         + text_len(
             field::SPAN_TRACE_STATE,
             span.trace_state.as_deref().unwrap_or_default().as_bytes(),
         )
-        + text_len(field::SPAN_PARENT_SPAN_ID, parent)
+        + text_len(field::SPAN_PARENT_SPAN_ID, parent_id(span))
         + text_len(field::SPAN_NAME, span.name.as_bytes())
         + int_len(field::SPAN_KIND, otlp_kind(span.kind) as i64)
         + fixed_len(field::SPAN_START_TIME, 8, unix_nanos(span.start))
@@ -192,17 +198,12 @@ fn span_len(span: &SpanRecord) -> usize {
             .iter()
             .map(|(k, v)| nested_len(field::SPAN_ATTRIBUTES, key_value_len(k, v)))
             .sum::<usize>()
-        + nested_len(field::SPAN_STATUS, status_len)
+        + nested_len(field::SPAN_STATUS, status_len(message, code))
         + fixed_len(field::SPAN_FLAGS, 4, u64::from(span_flags(span)))
 }
 
 fn put_span(span: &SpanRecord, out: &mut Vec<u8>) {
     let (message, code) = status_parts(&span.status);
-    let parent: &[u8] = if span.is_root() {
-        &[]
-    } else {
-        &span.parent_span_id
-    };
     put_text(field::SPAN_TRACE_ID, &span.trace_id, out);
     put_text(field::SPAN_SPAN_ID, &span.span_id, out);
     put_text(
@@ -210,36 +211,19 @@ fn put_span(span: &SpanRecord, out: &mut Vec<u8>) {
         span.trace_state.as_deref().unwrap_or_default().as_bytes(),
         out,
     );
-    put_text(field::SPAN_PARENT_SPAN_ID, parent, out);
+    put_text(field::SPAN_PARENT_SPAN_ID, parent_id(span), out);
     put_text(field::SPAN_NAME, span.name.as_bytes(), out);
     put_int(field::SPAN_KIND, otlp_kind(span.kind) as i64, out);
-    for (tag, time) in [
-        (field::SPAN_START_TIME, span.start),
-        (field::SPAN_END_TIME, span.end),
-    ] {
-        let nanos = unix_nanos(time);
-        if nanos != 0 {
-            encode_key(tag, WireType::SixtyFourBit, out);
-            out.extend_from_slice(&nanos.to_le_bytes());
-        }
-    }
+    put_fixed64(field::SPAN_START_TIME, unix_nanos(span.start), out);
+    put_fixed64(field::SPAN_END_TIME, unix_nanos(span.end), out);
     for (key, value) in &span.attributes {
         put_header(field::SPAN_ATTRIBUTES, key_value_len(key, value), out);
         put_key_value(key, value, out);
     }
-    put_header(
-        field::SPAN_STATUS,
-        text_len(field::STATUS_MESSAGE, message.as_bytes())
-            + int_len(field::STATUS_CODE, code as i64),
-        out,
-    );
+    put_header(field::SPAN_STATUS, status_len(message, code), out);
     put_text(field::STATUS_MESSAGE, message.as_bytes(), out);
     put_int(field::STATUS_CODE, code as i64, out);
-    let flags = span_flags(span);
-    if flags != 0 {
-        encode_key(field::SPAN_FLAGS, WireType::ThirtyTwoBit, out);
-        out.extend_from_slice(&flags.to_le_bytes());
-    }
+    put_fixed32(field::SPAN_FLAGS, span_flags(span), out);
 }
 
 /// The `AnyValue` of an attribute: a oneof, so written even when it holds a default value.
@@ -325,6 +309,20 @@ fn fixed_len(tag: u32, width: usize, value: u64) -> usize {
     match value {
         0 => 0,
         _ => key_len(tag) + width,
+    }
+}
+
+fn put_fixed32(tag: u32, value: u32, out: &mut Vec<u8>) {
+    if value != 0 {
+        encode_key(tag, WireType::ThirtyTwoBit, out);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+fn put_fixed64(tag: u32, value: u64, out: &mut Vec<u8>) {
+    if value != 0 {
+        encode_key(tag, WireType::SixtyFourBit, out);
+        out.extend_from_slice(&value.to_le_bytes());
     }
 }
 
@@ -460,7 +458,7 @@ mod tests {
     }
 
     fn decode(groups: Vec<(Arc<ProcessResource>, Vec<SpanRecord>)>) -> ExportTraceServiceRequest {
-        ExportTraceServiceRequest::decode(encode_request(groups).as_slice()).unwrap()
+        ExportTraceServiceRequest::decode(encode_request(&groups).as_slice()).unwrap()
     }
 
     fn text(kv: &KeyValue) -> Option<&str> {
@@ -581,7 +579,7 @@ mod tests {
         let a = resource("a", 1);
         let b = resource("b", 2);
         let groups = group_by_resource(vec![span(&a, 1), span(&b, 2), span(&a, 3)]);
-        assert_same_bytes(&encode_request(groups.clone()), &reference_request(&groups));
+        assert_same_bytes(&encode_request(&groups), &reference_request(&groups));
     }
 
     #[test]
@@ -615,7 +613,7 @@ mod tests {
             spans.push(s);
         }
         let groups = vec![(a, spans)];
-        let ours = encode_request(groups.clone());
+        let ours = encode_request(&groups);
         assert_same_bytes(&ours, &reference_request(&groups));
         assert_eq!(
             ExportTraceServiceRequest::decode(ours.as_slice())
@@ -630,6 +628,6 @@ mod tests {
 
     #[test]
     fn an_empty_batch_is_an_empty_request() {
-        assert!(encode_request(group_by_resource(Vec::new())).is_empty());
+        assert!(encode_request(&group_by_resource(Vec::new())).is_empty());
     }
 }

@@ -119,12 +119,9 @@ impl SpanExporter for OtlpExporter {
         if batch.is_empty() {
             return Ok(());
         }
-        if self.transport.is_none() {
-            bail!("the OTLP exporter is shut down");
-        }
         let deadline = Instant::now() + self.settings.timeout;
         let total = batch.len();
-        let request = Bytes::from(encode::encode_request(encode::group_by_resource(batch)));
+        let request = Bytes::from(encode::encode_request(&encode::group_by_resource(batch)));
         let accepted = self.send_with_retries(request, deadline).map_err(|e| {
             anyhow!(
                 "OTLP export to {} failed ({total} of {total} spans lost): {e}",
