@@ -224,7 +224,10 @@ fn emit(event: &agent_common::DataEvent, captured: u32) {
     let len = core::mem::size_of::<DataEventHeader>() + payload_len;
     // SAFETY: `len` never exceeds the header plus MAX_CAPTURE, inside the scratch record.
     let bytes = unsafe { core::slice::from_raw_parts(event as *const _ as *const u8, len) };
-    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_ok() {
+    if EVENTS
+        .output::<[u8]>(bytes, wakeup_flags(len as u32))
+        .is_ok()
+    {
         count(Counter::DataEvents);
     } else {
         count(Counter::RingBufferFull);

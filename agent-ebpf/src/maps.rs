@@ -26,15 +26,35 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
-/// Flags for a ring-buffer output. Userspace is woken when the backlog crosses a band starting
-/// at `CONFIG.wakeup_bytes` (or by its own short poll timeout). A wake-up per record would cost
-/// the traced programs an interrupt and a context switch each, and frequent small batches keep
-/// the agent preempting the traced programs. Only records landing inside the band wake it, so a
-/// backlog above it does not re-wake.
+/// Bytes this CPU has written to the ring since it last looked at the backlog.
+#[map]
+static WRITTEN_SINCE_CHECK: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Flags for a ring-buffer output of `len` bytes. Userspace is woken when the backlog crosses a
+/// band starting at `CONFIG.wakeup_bytes` (or by its own short poll timeout). A wake-up per
+/// record would cost the traced programs an interrupt and a context switch each, and frequent
+/// small batches keep the agent preempting the traced programs. Only records landing inside the
+/// band wake it, so a backlog above it does not re-wake.
+///
+/// Reading the backlog touches the consumer position, a cache line the agent keeps writing from
+/// another CPU: done on every record it cost more than the copy of a small one. Each CPU looks
+/// once per sixteenth of the threshold it wrote, which still lands every CPU in the band.
 #[inline(always)]
-pub fn wakeup_flags() -> u64 {
+pub fn wakeup_flags(len: u32) -> u64 {
+    let threshold = config().wakeup_bytes;
+    if let Some(written) = WRITTEN_SINCE_CHECK.get_ptr_mut(0) {
+        // SAFETY: this CPU's own slot; the kernel does not nest these programs on one CPU.
+        unsafe {
+            let total = (*written).saturating_add(len);
+            if total < threshold / 16 {
+                *written = total;
+                return BPF_RB_NO_WAKEUP;
+            }
+            *written = 0;
+        }
+    }
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA);
-    let threshold = config().wakeup_bytes as u64;
+    let threshold = threshold as u64;
     if (threshold..threshold + threshold / 4).contains(&pending) {
         BPF_RB_FORCE_WAKEUP
     } else {

@@ -23,7 +23,7 @@ fn emit(kind: EventKind, tgid: u32) {
     let flags = if kind == EventKind::Exec {
         BPF_RB_FORCE_WAKEUP
     } else {
-        wakeup_flags()
+        wakeup_flags(size_of::<ProcessEvent>() as u32)
     };
     if EVENTS.output::<ProcessEvent>(&event, flags).is_err() {
         count(Counter::ControlEventsLost);
@@ -104,7 +104,10 @@ pub fn try_wakeup(ctx: &TracePointContext) -> Result<(), i64> {
         wakee_tid: wakee as u32,
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
     };
-    if EVENTS.output::<WakeEvent>(&event, wakeup_flags()).is_err() {
+    if EVENTS
+        .output::<WakeEvent>(&event, wakeup_flags(size_of::<WakeEvent>() as u32))
+        .is_err()
+    {
         count(Counter::ControlEventsLost);
     }
     Ok(())

@@ -90,7 +90,10 @@ fn closed(sk: u64) {
         sock: sk,
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
     };
-    if EVENTS.output::<CloseEvent>(&event, wakeup_flags()).is_err() {
+    if EVENTS
+        .output::<CloseEvent>(&event, wakeup_flags(size_of::<CloseEvent>() as u32))
+        .is_err()
+    {
         count(Counter::ControlEventsLost);
     }
 }
