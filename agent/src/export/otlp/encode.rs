@@ -53,14 +53,16 @@ mod field {
     pub const ANY_VALUE_INT: u32 = 3;
 }
 
-/// Encode spans already grouped by process resource (see [`group_by_resource`]).
-pub fn encode_request(groups: &[(Arc<ProcessResource>, Vec<SpanRecord>)]) -> Vec<u8> {
+/// Encode spans already grouped by process resource (see [`group_by_resource`]) into `out`,
+/// replacing what it held. The caller keeps the buffer from batch to batch: a fresh one of a
+/// batch's size is fresh pages from the kernel, which must be zeroed on first touch.
+pub fn encode_request(groups: &[(Arc<ProcessResource>, Vec<SpanRecord>)], out: &mut Vec<u8>) {
     let scope = InstrumentationScope {
         name: SCOPE_NAME.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         ..Default::default()
     };
-    let mut out = Vec::new();
+    out.clear();
     for (resource, spans) in groups {
         let resource = otlp_resource(resource);
         let lens: Vec<usize> = spans.iter().map(span_len).collect();
@@ -76,18 +78,17 @@ pub fn encode_request(groups: &[(Arc<ProcessResource>, Vec<SpanRecord>)]) -> Vec
             resource_spans_len,
         ));
 
-        put_header(field::REQUEST_RESOURCE_SPANS, resource_spans_len, &mut out);
-        message::encode(field::RESOURCE_SPANS_RESOURCE, &resource, &mut out);
-        put_header(field::RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len, &mut out);
-        message::encode(field::SCOPE_SPANS_SCOPE, &scope, &mut out);
+        put_header(field::REQUEST_RESOURCE_SPANS, resource_spans_len, out);
+        message::encode(field::RESOURCE_SPANS_RESOURCE, &resource, out);
+        put_header(field::RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len, out);
+        message::encode(field::SCOPE_SPANS_SCOPE, &scope, out);
         for (span, len) in spans.iter().zip(lens) {
-            put_header(field::SCOPE_SPANS_SPANS, len, &mut out);
+            put_header(field::SCOPE_SPANS_SPANS, len, out);
             let before = out.len();
-            put_span(span, &mut out);
+            put_span(span, out);
             debug_assert_eq!(out.len() - before, len, "span length computed and written");
         }
     }
-    out
 }
 
 /// Split a batch by resource, keeping first-seen order.
@@ -457,8 +458,14 @@ mod tests {
         );
     }
 
+    fn encoded(groups: &[(Arc<ProcessResource>, Vec<SpanRecord>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_request(groups, &mut out);
+        out
+    }
+
     fn decode(groups: Vec<(Arc<ProcessResource>, Vec<SpanRecord>)>) -> ExportTraceServiceRequest {
-        ExportTraceServiceRequest::decode(encode_request(&groups).as_slice()).unwrap()
+        ExportTraceServiceRequest::decode(encoded(&groups).as_slice()).unwrap()
     }
 
     fn text(kv: &KeyValue) -> Option<&str> {
@@ -579,7 +586,7 @@ mod tests {
         let a = resource("a", 1);
         let b = resource("b", 2);
         let groups = group_by_resource(vec![span(&a, 1), span(&b, 2), span(&a, 3)]);
-        assert_same_bytes(&encode_request(&groups), &reference_request(&groups));
+        assert_same_bytes(&encoded(&groups), &reference_request(&groups));
     }
 
     #[test]
@@ -613,7 +620,7 @@ mod tests {
             spans.push(s);
         }
         let groups = vec![(a, spans)];
-        let ours = encode_request(&groups);
+        let ours = encoded(&groups);
         assert_same_bytes(&ours, &reference_request(&groups));
         assert_eq!(
             ExportTraceServiceRequest::decode(ours.as_slice())
@@ -628,6 +635,15 @@ mod tests {
 
     #[test]
     fn an_empty_batch_is_an_empty_request() {
-        assert!(encode_request(&group_by_resource(Vec::new())).is_empty());
+        assert!(encoded(&group_by_resource(Vec::new())).is_empty());
+    }
+
+    #[test]
+    fn a_reused_buffer_holds_only_the_new_request() {
+        let a = resource("a", 1);
+        let groups = group_by_resource(vec![span(&a, 1), span(&a, 2)]);
+        let mut out = b"left over from an earlier batch".repeat(100);
+        encode_request(&groups, &mut out);
+        assert_same_bytes(&out, &reference_request(&groups));
     }
 }

@@ -32,7 +32,12 @@ pub struct OtlpExporter {
     runtime: Option<tokio::runtime::Runtime>,
     settings: OtlpSettings,
     last_rejection_log: Option<Instant>,
+    /// The last request's buffer, taken back once sent and encoded into again.
+    spare: Vec<u8>,
 }
+
+/// A request buffer larger than this is let go after use rather than kept for the next batch.
+const MAX_SPARE_BYTES: usize = 16 * 1024 * 1024;
 
 impl std::fmt::Debug for OtlpExporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,6 +71,7 @@ impl OtlpExporter {
             runtime: Some(runtime),
             settings: settings.clone(),
             last_rejection_log: None,
+            spare: Vec::new(),
         })
     }
 
@@ -76,7 +82,7 @@ impl OtlpExporter {
     /// Send one encoded request, retrying transient failures until `deadline`.
     fn send_with_retries(
         &self,
-        request: Bytes,
+        request: &Bytes,
         deadline: Instant,
     ) -> Result<transport::Accepted, String> {
         let (Some(transport), Some(runtime)) = (self.transport.as_ref(), self.runtime.as_ref())
@@ -121,8 +127,19 @@ impl SpanExporter for OtlpExporter {
         }
         let deadline = Instant::now() + self.settings.timeout;
         let total = batch.len();
-        let request = Bytes::from(encode::encode_request(&encode::group_by_resource(batch)));
-        let accepted = self.send_with_retries(request, deadline).map_err(|e| {
+        let mut buffer = std::mem::take(&mut self.spare);
+        encode::encode_request(&encode::group_by_resource(batch), &mut buffer);
+        let request = Bytes::from(buffer);
+        let sent = self.send_with_retries(&request, deadline);
+        // Every clone handed to the transport is gone by now, so the buffer comes back whole.
+        if let Ok(mut buffer) = request.try_into_mut()
+            && buffer.capacity() <= MAX_SPARE_BYTES
+        {
+            // Emptied first: turning it back into a Vec would otherwise move its bytes.
+            buffer.clear();
+            self.spare = buffer.into();
+        }
+        let accepted = sent.map_err(|e| {
             anyhow!(
                 "OTLP export to {} failed ({total} of {total} spans lost): {e}",
                 self.settings.url
