@@ -149,12 +149,8 @@ pub fn emit_payload(p: &Payload) {
     };
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.
     let event = unsafe { &mut *event };
-    let cfg = config();
-    let mut want = if total < cfg.capture_bytes {
-        total
-    } else {
-        cfg.capture_bytes
-    };
+    let limit = config!(capture_bytes);
+    let mut want = if total < limit { total } else { limit };
     if want > MAX_CAPTURE as u32 {
         want = MAX_CAPTURE as u32;
     }

@@ -10,13 +10,16 @@ use aya_ebpf::{
 #[unsafe(no_mangle)]
 pub static CONFIG: CaptureConfig = CaptureConfig::zeroed();
 
-/// Read the configuration through a volatile load so the compiler cannot fold in the
-/// compile-time zero value.
-#[inline(always)]
-pub fn config() -> CaptureConfig {
-    // SAFETY: CONFIG is a plain static; the loader patches its bytes before the program runs.
-    unsafe { core::ptr::read_volatile(&CONFIG) }
+/// One field of the configuration, read through a volatile load so the compiler cannot fold in
+/// the compile-time zero value. One field, not the whole struct: every program reads a few of
+/// them on every event.
+macro_rules! config {
+    ($($field:ident).+) => {
+        // SAFETY: CONFIG is a plain static; the loader patches its bytes before the program runs.
+        unsafe { core::ptr::read_volatile(&raw const $crate::maps::CONFIG.$($field).+) }
+    };
 }
+pub(crate) use config;
 
 /// Every record for userspace: data, close, exec, exit. Size set by userspace at load.
 #[map]
@@ -41,7 +44,7 @@ static WRITTEN_SINCE_CHECK: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 
 /// once per sixteenth of the threshold it wrote, which still lands every CPU in the band.
 #[inline(always)]
 pub fn wakeup_flags(len: u32) -> u64 {
-    let threshold = config().wakeup_bytes;
+    let threshold = config!(wakeup_bytes);
     if let Some(written) = WRITTEN_SINCE_CHECK.get_ptr_mut(0) {
         // SAFETY: this CPU's own slot; the kernel does not nest these programs on one CPU.
         unsafe {
@@ -117,11 +120,10 @@ pub fn count(counter: agent_common::Counter) {
 /// Whether this process is selected for tracing.
 #[inline(always)]
 pub fn is_traced(tgid: u32) -> bool {
-    let cfg = config();
-    if tgid == cfg.agent_tgid {
+    if tgid == config!(agent_tgid) {
         return false;
     }
-    if cfg.filter_pids == 0 {
+    if config!(filter_pids) == 0 {
         return true;
     }
     // SAFETY: the value is only tested for presence.

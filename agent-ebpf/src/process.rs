@@ -34,11 +34,10 @@ fn emit(kind: EventKind, tgid: u32) {
 /// first syscall; userspace hears of every exec and applies the full rules (paths, scripts).
 pub fn try_exec(_ctx: &TracePointContext) -> Result<(), i64> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let cfg = config();
-    if tgid == cfg.agent_tgid {
+    if tgid == config!(agent_tgid) {
         return Ok(());
     }
-    if cfg.filter_pids != 0
+    if config!(filter_pids) != 0
         && let Ok(comm) = bpf_get_current_comm()
     {
         // SAFETY: presence test only.
@@ -58,7 +57,7 @@ pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let _ = TRACED_PIDS.remove(tgid);
-    if tgid != config().agent_tgid {
+    if tgid != config!(agent_tgid) {
         emit(EventKind::Exit, tgid);
     }
     Ok(())
@@ -67,8 +66,7 @@ pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
 /// `sched:sched_process_fork`: a child of a selected process is selected too (pre-fork servers
 /// such as nginx or gunicorn serve from children that never exec).
 pub fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
-    let cfg = config();
-    if cfg.filter_pids == 0 {
+    if config!(filter_pids) == 0 {
         return Ok(());
     }
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -77,7 +75,7 @@ pub fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let child: i32 =
-        unsafe { ctx.read_at(cfg.offsets.fork_child_pid as usize) }.map_err(i64::from)?;
+        unsafe { ctx.read_at(config!(offsets.fork_child_pid) as usize) }.map_err(i64::from)?;
     // A new thread also reports here with its thread id; as a tgid key it is never looked up.
     let _ = TRACED_PIDS.insert(child as u32, 1, 0);
     Ok(())
@@ -95,7 +93,7 @@ pub fn try_wakeup(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let _ = WAKE_ARMED.remove(waker);
     let wakee: i32 =
-        unsafe { ctx.read_at(config().offsets.wakeup_pid as usize) }.map_err(i64::from)?;
+        unsafe { ctx.read_at(config!(offsets.wakeup_pid) as usize) }.map_err(i64::from)?;
     let event = WakeEvent {
         kind: EventKind::Wake as u8,
         _pad: [0; 3],

@@ -19,7 +19,7 @@ const TCP_CLOSE: i32 = 7;
 /// `sock:inet_sock_set_state`. Fires in softirq context for accepted connections and for most
 /// closes, so no process filter applies here: it runs a few times per connection, which is cheap.
 pub fn try_state_change(ctx: &TracePointContext) -> Result<(), i64> {
-    let off = config().offsets;
+    let off = config!(offsets);
     // SAFETY: offsets read from this kernel's tracefs format by userspace.
     let protocol: u16 = unsafe { ctx.read_at(off.state_protocol as usize) }.map_err(i64::from)?;
     if protocol != IPPROTO_TCP {
