@@ -74,8 +74,8 @@ pub fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     if unsafe { TRACED_PIDS.get(parent) }.is_none() {
         return Ok(());
     }
-    let child: i32 =
-        unsafe { ctx.read_at(config!(offsets.fork_child_pid) as usize) }.map_err(i64::from)?;
+    let offset = config!(offsets.fork_child_pid) as usize;
+    let child: i32 = unsafe { ctx.read_at(offset) }.map_err(i64::from)?;
     // A new thread also reports here with its thread id; as a tgid key it is never looked up.
     let _ = TRACED_PIDS.insert(child as u32, 1, 0);
     Ok(())
@@ -92,8 +92,8 @@ pub fn try_wakeup(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let _ = WAKE_ARMED.remove(waker);
-    let wakee: i32 =
-        unsafe { ctx.read_at(config!(offsets.wakeup_pid) as usize) }.map_err(i64::from)?;
+    let offset = config!(offsets.wakeup_pid) as usize;
+    let wakee: i32 = unsafe { ctx.read_at(offset) }.map_err(i64::from)?;
     let event = WakeEvent {
         kind: EventKind::Wake as u8,
         _pad: [0; 3],
