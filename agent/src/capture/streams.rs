@@ -55,6 +55,9 @@ pub struct StreamStats {
     /// Connections whose other end is the agent itself (a local collector receiving exports).
     pub connections_agent_own: u64,
     pub exchanges: u64,
+    /// Stretches of bytes a decoder skipped after losing the framing (see
+    /// `Session::take_resync_skips`): requests inside them got no span.
+    pub resync_skips: u64,
 }
 
 pub struct Connections {
@@ -142,6 +145,7 @@ impl Connections {
         if conn.feed(ev, &mut self.scratch, out) {
             self.stats.connections_unsupported += 1;
         }
+        self.stats.resync_skips += conn.take_resync_skips();
         self.stats.exchanges += out[before..]
             .iter()
             .filter(|o| matches!(o, StreamOutput::Finished { .. }))
@@ -191,18 +195,20 @@ impl Connections {
 
     /// The connection ends: forget it and flush its decoder.
     fn end(&mut self, key: &(u32, u64, bool), at_ns: u64, out: &mut Vec<Finished>) {
-        let Some(conn) = self.table.remove(key) else {
+        let Some(mut conn) = self.table.remove(key) else {
             return;
         };
         self.per_process.remove(key.0);
         self.stats.exchanges += conn.finish(at_ns, &mut self.scratch.exchanges, out) as u64;
+        self.stats.resync_skips += conn.take_resync_skips();
     }
 
     /// The agent is stopping: flush every decoder.
     pub fn close_all(&mut self, now_ns: u64, out: &mut Vec<Finished>) {
         self.per_process.clear();
-        for (_, conn) in self.table.drain() {
+        for (_, mut conn) in self.table.drain() {
             self.stats.exchanges += conn.finish(now_ns, &mut self.scratch.exchanges, out) as u64;
+            self.stats.resync_skips += conn.take_resync_skips();
         }
     }
 }
@@ -292,9 +298,16 @@ impl Connection {
         false
     }
 
+    fn take_resync_skips(&mut self) -> u64 {
+        match &mut self.state {
+            DecodeState::Decoding(session) => session.take_resync_skips(),
+            _ => 0,
+        }
+    }
+
     /// Flush the decoder; returns how many exchanges it produced.
     fn finish(
-        mut self,
+        &mut self,
         at_ns: u64,
         exchanges: &mut Vec<Exchange>,
         out: &mut Vec<Finished>,

@@ -338,6 +338,10 @@ impl Session for Http1Session {
         self.pump(flow, &mut input, out);
     }
 
+    fn take_resync_skips(&mut self) -> u64 {
+        self.requests.take_skips() + self.responses.take_skips()
+    }
+
     /// End times come from the last chunk seen of each message: the close carries no bytes.
     fn close(&mut self, _at_ns: u64, out: &mut Vec<Exchange>) {
         // Requests first, so that a request cut by the close is queued before responses end.

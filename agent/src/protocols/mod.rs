@@ -149,6 +149,12 @@ pub trait Session: Send {
     /// Requests whose head was read since the last call, in order. Protocols that carry
     /// trace context (HTTP) report them; others need not.
     fn take_started(&mut self, _out: &mut Vec<RequestStarted>) {}
+    /// Stretches of bytes skipped since the last call because the decoder had lost the message
+    /// framing and was waiting for a message to visibly start again. Messages inside them are
+    /// never reported; how many there were cannot be known, so the stretches are counted.
+    fn take_resync_skips(&mut self) -> u64 {
+        0
+    }
 }
 
 /// Every protocol, in detection order.

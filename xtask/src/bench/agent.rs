@@ -249,6 +249,9 @@ pub struct Stats {
     /// Times the agent left idle priority to catch up, and for how long (ms).
     pub raised: u64,
     pub raised_ms: u64,
+    /// Stretches of traffic a decoder skipped after losing the framing: requests in them got no
+    /// span, and how many there were is unknown.
+    pub resync_skips: u64,
 }
 
 impl Stats {
@@ -277,6 +280,7 @@ impl Stats {
             dropped_export_failed: n("export", "dropped_export_failed"),
             raised: n("cpu_priority", "raised"),
             raised_ms: n("cpu_priority", "raised_ms"),
+            resync_skips: n("streams", "resync_skips"),
         }
     }
 
@@ -345,12 +349,18 @@ mod tests {
         let v: Value = serde_json::from_str(
             r#"{"kernel": {"ring_buffer_full": 3, "copy_failed": 1},
                 "spans": {"created": 10},
+                "streams": {"resync_skips": 4},
                 "export": {"dropped_queue_full": 2}}"#,
         )
         .unwrap();
         let s = Stats::from_value(&v);
         assert_eq!(s.spans_created, 10);
-        assert_eq!(s.counted_losses(), 6);
+        assert_eq!(
+            s.counted_losses(),
+            6,
+            "skips are shown, not counted as losses"
+        );
+        assert_eq!(s.resync_skips, 4);
         assert_eq!(s.data_events, 0);
         assert_eq!(
             s.loss_breakdown(),

@@ -369,10 +369,12 @@ fn print_round(v: &Variant, round: &Round) {
             a.stats.raised_ms as f64 / 1000.0
         );
         println!(
-            "  lost (counted): {}; truncated payloads {}, iovecs {}; log {}",
+            "  lost (counted): {}; truncated payloads {}, iovecs {}; stretches skipped after \
+             framing was lost {}; log {}",
             a.loss_breakdown(),
             a.stats.payload_truncated,
             a.stats.iovecs_truncated,
+            a.stats.resync_skips,
             a.log.display()
         );
     }

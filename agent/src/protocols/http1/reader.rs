@@ -112,6 +112,10 @@ pub(super) struct Reader {
     message_partial: bool,
     chunk_first_ns: u64,
     chunk_last_ns: u64,
+    /// Stretches of bytes skipped while resynchronising, not yet reported.
+    skips: u64,
+    /// The current resynchronisation has skipped bytes already (and was counted).
+    skipping: bool,
 }
 
 impl Reader {
@@ -125,6 +129,8 @@ impl Reader {
             message_partial: false,
             chunk_first_ns: 0,
             chunk_last_ns: 0,
+            skips: 0,
+            skipping: false,
         }
     }
 
@@ -219,7 +225,7 @@ impl Reader {
                         self.begin_head();
                     } else if input.gap > 0 {
                         // A message starts in bytes we cannot see.
-                        self.state = State::Resync;
+                        self.resync();
                     } else {
                         return None;
                     }
@@ -228,7 +234,7 @@ impl Reader {
                     HeadProgress::NeedMore => return None,
                     HeadProgress::Invalid => {
                         self.release_head();
-                        self.state = State::Resync;
+                        self.resync();
                     }
                     HeadProgress::Cut => self.state = State::Abandoning,
                     HeadProgress::Complete(parsed) => {
@@ -248,7 +254,7 @@ impl Reader {
                     }
                 }
                 // The session did not choose a framing; nothing sensible to do but resync.
-                State::AwaitingFraming => self.state = State::Resync,
+                State::AwaitingFraming => self.resync(),
                 State::Body(body) => {
                     let progress = match body {
                         Body::Length { remaining, .. } if *remaining > 0 => {
@@ -288,9 +294,17 @@ impl Reader {
                 }
                 State::Ending { partial, body_len } => {
                     let (partial, body_len) = (*partial, *body_len);
-                    self.state = if partial { State::Resync } else { State::Idle };
+                    if partial {
+                        self.resync();
+                    } else {
+                        self.state = State::Idle;
+                    }
                     self.message_partial = false;
                     return Some(Event::End { partial, body_len });
+                }
+                State::Resync if !self.skipping && (!input.data.is_empty() || input.gap > 0) => {
+                    self.skipping = true;
+                    self.skips += 1;
                 }
                 State::Resync | State::Opaque => {
                     input.data = &[];
@@ -299,6 +313,16 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// Framing is lost: skip bytes until a chunk starts a message.
+    fn resync(&mut self) {
+        self.state = State::Resync;
+        self.skipping = false;
+    }
+
+    pub(super) fn take_skips(&mut self) -> u64 {
+        std::mem::take(&mut self.skips)
     }
 
     fn begin_head(&mut self) {
@@ -313,7 +337,7 @@ impl Reader {
     fn report_head(&mut self, parsed: Option<Head>) -> Option<Event> {
         self.release_head();
         let Some(head) = parsed else {
-            self.state = State::Resync;
+            self.resync();
             return None;
         };
         self.message_partial = head.partial;

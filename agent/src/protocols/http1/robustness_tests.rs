@@ -336,3 +336,43 @@ fn conflicting_content_lengths_lose_framing_safely() {
     assert!(http(&out[0]).partial);
     assert!(!http(&out[1]).partial);
 }
+
+#[test]
+fn skips_over_lost_framing_are_counted_once_each() {
+    fn feed(session: &mut Box<dyn Session>, out: &mut Vec<Exchange>, step: Step) {
+        let chunk = Chunk {
+            data: &step.data,
+            missing: step.missing,
+            first_byte_ns: 0,
+            last_byte_ns: 0,
+        };
+        session.feed(step.flow, chunk, out);
+    }
+    let mut session = Http1.new_session();
+    let mut out = Vec::new();
+    feed(&mut session, &mut out, req(GET));
+    feed(&mut session, &mut out, resp(OK_HELLO));
+    assert_eq!(
+        session.take_resync_skips(),
+        0,
+        "a clean exchange skips nothing"
+    );
+
+    // A request starts in bytes that were not captured: skipped, and counted.
+    feed(&mut session, &mut out, with_gap(req(""), 300));
+    // Bytes in the middle of that unseen request are skipped too, without a second count.
+    feed(&mut session, &mut out, req("ept: */*\r\n\r\n"));
+    feed(&mut session, &mut out, req(GET));
+    feed(&mut session, &mut out, resp(OK_HELLO));
+    assert_eq!(session.take_resync_skips(), 1);
+    assert_eq!(session.take_resync_skips(), 0, "taking the count resets it");
+    assert_eq!(out.len(), 2, "the unseen request is not reported");
+
+    // A response cut by the close loses its framing, but nothing after it is skipped.
+    feed(&mut session, &mut out, req(GET));
+    let cut = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc";
+    feed(&mut session, &mut out, resp(cut));
+    session.close(0, &mut out);
+    assert_eq!(session.take_resync_skips(), 0);
+    assert!(http(&out[2]).partial);
+}
