@@ -159,14 +159,14 @@ impl Probes {
     }
 }
 
-/// The ring-buffer backlog that wakes userspace: large enough that the agent works in a few
-/// long batches rather than many short ones (each wake-up can preempt a traced program), small
-/// enough that the ring never comes close to full between wake-ups.
 /// The ring's data size for a requested size: a power of two, at least 16 pages.
 pub fn ring_capacity(requested: u32) -> u32 {
     requested.next_power_of_two().max(4096 * 16)
 }
 
+/// The ring-buffer backlog that wakes userspace: large enough that the agent works in a few
+/// long batches rather than many short ones (each wake-up can preempt a traced program), small
+/// enough that the ring never comes close to full between wake-ups.
 fn wakeup_bytes(ring: u32) -> u32 {
     (ring / 8).min(1024 * 1024)
 }

@@ -55,8 +55,9 @@ pub struct StreamStats {
     /// Connections whose other end is the agent itself (a local collector receiving exports).
     pub connections_agent_own: u64,
     pub exchanges: u64,
-    /// Stretches of bytes a decoder skipped after losing the framing (see
-    /// `Session::take_resync_skips`): requests inside them got no span.
+    /// Stretches of bytes an HTTP/1 decoder skipped after losing the framing (see
+    /// `Session::take_resync_skips`; the other protocols do not count theirs yet): requests
+    /// inside them got no span.
     pub resync_skips: u64,
 }
 
