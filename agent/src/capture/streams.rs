@@ -55,9 +55,8 @@ pub struct StreamStats {
     /// Connections whose other end is the agent itself (a local collector receiving exports).
     pub connections_agent_own: u64,
     pub exchanges: u64,
-    /// Stretches of bytes an HTTP/1 decoder skipped after losing the framing (see
-    /// `Session::take_resync_skips`; the other protocols do not count theirs yet): requests
-    /// inside them got no span.
+    /// Stretches of bytes a decoder skipped after losing the framing (see
+    /// `Session::take_resync_skips`): requests inside them got no span.
     pub resync_skips: u64,
 }
 
@@ -200,16 +199,17 @@ impl Connections {
             return;
         };
         self.per_process.remove(key.0);
-        self.stats.exchanges += conn.finish(at_ns, &mut self.scratch.exchanges, out) as u64;
+        // Asked before the close, which may reset the decoder.
         self.stats.resync_skips += conn.take_resync_skips();
+        self.stats.exchanges += conn.finish(at_ns, &mut self.scratch.exchanges, out) as u64;
     }
 
     /// The agent is stopping: flush every decoder.
     pub fn close_all(&mut self, now_ns: u64, out: &mut Vec<Finished>) {
         self.per_process.clear();
         for (_, mut conn) in self.table.drain() {
-            self.stats.exchanges += conn.finish(now_ns, &mut self.scratch.exchanges, out) as u64;
             self.stats.resync_skips += conn.take_resync_skips();
+            self.stats.exchanges += conn.finish(now_ns, &mut self.scratch.exchanges, out) as u64;
         }
     }
 }

@@ -664,6 +664,10 @@ impl Session for Http2Session {
     fn take_started(&mut self, out: &mut Vec<RequestStarted>) {
         out.append(&mut self.started);
     }
+
+    fn take_resync_skips(&mut self) -> u64 {
+        self.sides.iter_mut().map(|s| s.reader.take_skips()).sum()
+    }
 }
 
 impl Stream {

@@ -10,6 +10,7 @@ pub mod http2;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+mod skips;
 pub mod sql;
 
 #[cfg(feature = "fuzzing")]
@@ -152,7 +153,7 @@ pub trait Session: Send {
     /// Stretches of bytes skipped since the last call because the decoder had lost the message
     /// framing and was waiting for a message to visibly start again. Messages inside them are
     /// never reported; how many there were cannot be known, so the stretches are counted.
-    /// HTTP/1 reports them so far; the other decoders keep the default of none.
+    /// Every decoder here reports them; the default of none is for sessions that never skip.
     fn take_resync_skips(&mut self) -> u64 {
         0
     }

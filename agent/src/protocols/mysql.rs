@@ -401,6 +401,10 @@ impl Session for MysqlSession {
         }
         *self = Self::new();
     }
+
+    fn take_resync_skips(&mut self) -> u64 {
+        self.requests.take_skips() + self.responses.take_skips()
+    }
 }
 
 /// Whether a client chunk starts with a packet a client plausibly sends as a command.

@@ -821,6 +821,10 @@ impl Session for PostgresSession {
                     self.responses_resumed(out);
                 }
             } else {
+                // Even when a ReadyForQuery at its end resyncs the responses, what came before
+                // it in this chunk went unread.
+                self.reader(flow)
+                    .skip_chunk(chunk.data.len(), chunk.missing as u64);
                 if flow == Flow::Response {
                     if chunk.missing == 0
                         && self.resync_at_ready(chunk.data, chunk.last_byte_ns, out)
@@ -869,6 +873,10 @@ impl Session for PostgresSession {
             }
         }
         *self = Self::new();
+    }
+
+    fn take_resync_skips(&mut self) -> u64 {
+        self.requests.take_skips() + self.responses.take_skips()
     }
 }
 

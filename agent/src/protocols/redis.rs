@@ -587,4 +587,8 @@ impl Session for RedisSession {
         }
         *self = Self::new();
     }
+
+    fn take_resync_skips(&mut self) -> u64 {
+        self.requests.take_skips() + self.responses.take_skips()
+    }
 }

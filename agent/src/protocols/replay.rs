@@ -65,15 +65,20 @@ pub(crate) fn chunk(data: &[u8], first_byte_ns: u64, last_byte_ns: u64) -> Chunk
     }
 }
 
-/// Feeds `steps` to a new session of `protocol` (timed by [`step_times`]) and closes it;
-/// returns the exchanges and the requests reported started.
-pub(crate) fn run_with_started(
-    protocol: &dyn Protocol,
-    steps: &[Step],
-) -> (Vec<Exchange>, Vec<RequestStarted>) {
+/// What a replay produced.
+pub(crate) struct Replayed {
+    pub exchanges: Vec<Exchange>,
+    pub started: Vec<RequestStarted>,
+    /// Stretches skipped after losing the framing (`Session::take_resync_skips`).
+    pub skips: u64,
+}
+
+/// Feeds `steps` to a new session of `protocol` (timed by [`step_times`]) and closes it.
+pub(crate) fn replay_steps(protocol: &dyn Protocol, steps: &[Step]) -> Replayed {
     let mut session = protocol.new_session();
     let mut out = Vec::new();
     let mut started = Vec::new();
+    let mut skips = 0;
     for (k, step) in steps.iter().enumerate() {
         let (first_byte_ns, last_byte_ns) = step_times(k);
         let chunk = Chunk {
@@ -84,9 +89,28 @@ pub(crate) fn run_with_started(
         };
         session.feed(step.flow, chunk, &mut out);
         session.take_started(&mut started);
+        skips += session.take_resync_skips();
     }
     session.close(step_times(steps.len()).0, &mut out);
-    (out, started)
+    Replayed {
+        exchanges: out,
+        started,
+        skips: skips + session.take_resync_skips(),
+    }
+}
+
+/// [`replay_steps`]: the exchanges and the requests reported started.
+pub(crate) fn run_with_started(
+    protocol: &dyn Protocol,
+    steps: &[Step],
+) -> (Vec<Exchange>, Vec<RequestStarted>) {
+    let replayed = replay_steps(protocol, steps);
+    (replayed.exchanges, replayed.started)
+}
+
+/// Stretches a session of `protocol` skipped over `steps`.
+pub(crate) fn skips(protocol: &dyn Protocol, steps: &[Step]) -> u64 {
+    replay_steps(protocol, steps).skips
 }
 
 /// [`run_with_started`] without the started requests.

@@ -249,8 +249,8 @@ pub struct Stats {
     /// Times the agent left idle priority to catch up, and for how long (ms).
     pub raised: u64,
     pub raised_ms: u64,
-    /// Stretches of traffic an HTTP/1 decoder skipped after losing the framing: requests in them got no
-    /// span, and how many there were is unknown.
+    /// Stretches of traffic a protocol decoder skipped after losing the framing: requests in them
+    /// got no span, and how many there were is unknown.
     pub resync_skips: u64,
 }
 

@@ -7,7 +7,7 @@
 use memchr::memchr;
 
 use super::head::{self, Head, Prefix};
-use crate::protocols::Flow;
+use crate::protocols::{Flow, skips::SkipCounter};
 
 /// Largest header block buffered; beyond it the head is reported partial and the reader resyncs.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -112,10 +112,8 @@ pub(super) struct Reader {
     message_partial: bool,
     chunk_first_ns: u64,
     chunk_last_ns: u64,
-    /// Stretches of bytes skipped while resynchronising, not yet reported.
-    skips: u64,
-    /// The current resynchronisation has skipped bytes already (and was counted).
-    skipping: bool,
+    /// Stretches of bytes skipped while resynchronising.
+    skips: SkipCounter,
 }
 
 impl Reader {
@@ -129,8 +127,7 @@ impl Reader {
             message_partial: false,
             chunk_first_ns: 0,
             chunk_last_ns: 0,
-            skips: 0,
-            skipping: false,
+            skips: SkipCounter::default(),
         }
     }
 
@@ -302,11 +299,13 @@ impl Reader {
                     self.message_partial = false;
                     return Some(Event::End { partial, body_len });
                 }
-                State::Resync if !self.skipping && (!input.data.is_empty() || input.gap > 0) => {
-                    self.skipping = true;
-                    self.skips += 1;
+                State::Resync => {
+                    self.skips.skipping(input.data.len(), input.gap);
+                    input.data = &[];
+                    input.gap = 0;
+                    return None;
                 }
-                State::Resync | State::Opaque => {
+                State::Opaque => {
                     input.data = &[];
                     input.gap = 0;
                     return None;
@@ -318,11 +317,11 @@ impl Reader {
     /// Framing is lost: skip bytes until a chunk starts a message.
     fn resync(&mut self) {
         self.state = State::Resync;
-        self.skipping = false;
+        self.skips.stretch_over();
     }
 
     pub(super) fn take_skips(&mut self) -> u64 {
-        std::mem::take(&mut self.skips)
+        self.skips.take()
     }
 
     fn begin_head(&mut self) {

@@ -3,6 +3,7 @@
 //! prefix of a payload.
 
 use super::huffman::integer;
+use crate::protocols::skips::SkipCounter;
 
 /// The client connection preface (RFC 9113 §3.4).
 pub(super) const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -220,6 +221,8 @@ pub(super) struct FrameReader {
     max_frame_len: u32,
     chunk_first_ns: u64,
     chunk_last_ns: u64,
+    /// Stretches skipped while seeking frames.
+    skips: SkipCounter,
 }
 
 impl FrameReader {
@@ -229,6 +232,7 @@ impl FrameReader {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             chunk_first_ns: 0,
             chunk_last_ns: 0,
+            skips: SkipCounter::default(),
         }
     }
 
@@ -268,6 +272,7 @@ impl FrameReader {
         // Senders start syscalls at frame boundaries: a lost stream is picked up there.
         if matches!(self.state, State::Seeking) && starts_with_frames(data, self.max_frame_len) {
             self.state = Self::header_state();
+            self.skips.stretch_over();
         }
         let mut rest = data;
         while !rest.is_empty() {
@@ -277,6 +282,11 @@ impl FrameReader {
         while gap > 0 {
             gap = self.skip_gap(gap, events);
         }
+    }
+
+    /// Stretches of bytes skipped while seeking frames, since the last call.
+    pub fn take_skips(&mut self) -> u64 {
+        self.skips.take()
     }
 
     fn header_state() -> State {
@@ -295,12 +305,17 @@ impl FrameReader {
     /// Consumes a prefix of `data`, returning the rest.
     fn read_bytes<'a>(&mut self, data: &'a [u8], events: &mut Vec<Event>) -> &'a [u8] {
         match &mut self.state {
-            State::Start | State::Seeking => &[],
+            State::Start => &[],
+            State::Seeking => {
+                self.skips.skipping(data.len(), 0);
+                &[]
+            }
             State::Preface { matched } => {
                 let n = (PREFACE.len() - *matched).min(data.len());
                 if data[..n] != PREFACE[*matched..*matched + n] {
                     self.lose(events);
-                    return &[];
+                    // Left to the seeking state, which skips (and counts) it.
+                    return data;
                 }
                 *matched += n;
                 if *matched == PREFACE.len() {
@@ -349,7 +364,11 @@ impl FrameReader {
     /// Skips up to `gap` uncaptured bytes, returning how many are left.
     fn skip_gap(&mut self, gap: u64, events: &mut Vec<Event>) -> u64 {
         match &mut self.state {
-            State::Start | State::Seeking => 0,
+            State::Start => 0,
+            State::Seeking => {
+                self.skips.skipping(0, gap);
+                0
+            }
             State::Preface { matched } => {
                 // The preface is fixed: its bytes need not be seen.
                 let n = ((PREFACE.len() - *matched) as u64).min(gap);
@@ -361,6 +380,7 @@ impl FrameReader {
             }
             State::Header { .. } => {
                 self.lose(events);
+                self.skips.skipping(0, gap);
                 0
             }
             State::Payload {

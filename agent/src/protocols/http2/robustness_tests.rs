@@ -4,7 +4,7 @@ use super::frame::{PING, WINDOW_UPDATE};
 use super::headers::{MAX_METHOD, MAX_TARGET, MAX_VALUE};
 use super::tests::*;
 use super::*;
-use crate::protocols::replay::chunk;
+use crate::protocols::replay::{self, chunk};
 
 #[test]
 fn gaps_inside_data_are_skipped_exactly() {
@@ -438,4 +438,34 @@ fn random_frames_never_panic_and_stay_bounded() {
         }
         assert!(started.len() <= MAX_STARTED * 40);
     }
+}
+
+#[test]
+fn skipped_stretches_are_counted_once_each() {
+    let mut steps = vec![
+        req(concat(&[
+            preface_and_settings(),
+            headers(1, END_STREAM | END_HEADERS, &get_root(&[])),
+        ])),
+        resp(headers(1, END_HEADERS, &ok(&[]))),
+    ];
+    assert_eq!(
+        replay::skips(&Http2, &steps),
+        0,
+        "clean frames skip nothing"
+    );
+
+    // A gap over a frame header, then mid-frame garbage: one stretch, over two chunks.
+    steps.push(with_gap(resp(data(1, 0, b"abc")), 30));
+    steps.push(resp(b"\x17garbage that is no frame"));
+    steps.push(resp(data(1, END_STREAM, b"de")));
+    assert_eq!(replay::skips(&Http2, &steps), 1);
+
+    // A frame header no peer sends loses the framing again: a second stretch.
+    let mut bad = frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0, 1, 0, 0]);
+    bad.extend_from_slice(&headers(3, END_HEADERS | END_STREAM, &[0x88]));
+    steps.push(req(headers(3, END_STREAM | END_HEADERS, &get_root(&[]))));
+    steps.push(resp(bad));
+    steps.push(resp(headers(3, END_HEADERS | END_STREAM, &[0x8e])));
+    assert_eq!(replay::skips(&Http2, &steps), 2);
 }

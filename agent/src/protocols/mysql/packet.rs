@@ -5,6 +5,8 @@
 //! runs into one logical packet. Only a bounded prefix of each payload is kept; the rest,
 //! captured or not, is skipped by count.
 
+use crate::protocols::skips::SkipCounter;
+
 /// A physical packet of this length is continued by the next one.
 pub(super) const MAX_PHYSICAL: usize = 0xff_ffff;
 
@@ -45,6 +47,7 @@ pub(super) struct PacketReader {
     lost: bool,
     chunk_first_ns: u64,
     chunk_last_ns: u64,
+    skips: SkipCounter,
 }
 
 impl PacketReader {
@@ -67,6 +70,7 @@ impl PacketReader {
             lost: false,
             chunk_first_ns: 0,
             chunk_last_ns: 0,
+            skips: SkipCounter::default(),
         }
     }
 
@@ -90,12 +94,18 @@ impl PacketReader {
 
     /// Assume a packet starts at the next byte.
     pub fn restart(&mut self) {
+        self.skips.stretch_over();
         self.lost = false;
         self.header_len = 0;
         self.remaining = 0;
         self.in_payload = false;
         self.continues = false;
         self.buf.clear();
+    }
+
+    /// Stretches of bytes skipped while the framing was lost, since the last call.
+    pub fn take_skips(&mut self) -> u64 {
+        self.skips.take()
     }
 
     /// The kept prefix of the packet last returned by [`Self::next`].
@@ -107,6 +117,7 @@ impl PacketReader {
     pub fn next(&mut self, input: &mut Input<'_>) -> Option<Packet> {
         loop {
             if self.lost {
+                self.skips.skipping(input.data.len(), input.gap as u64);
                 input.data = &[];
                 input.gap = 0;
                 return None;

@@ -2,7 +2,7 @@
 
 use super::tests::*;
 use super::*;
-use crate::protocols::replay::chunk;
+use crate::protocols::replay::{self, chunk};
 
 #[test]
 fn gap_inside_query_text_keeps_the_prefix_and_marks_partial() {
@@ -238,4 +238,40 @@ fn huge_declared_lengths_do_not_allocate() {
     }
     session.close(2, &mut out);
     assert!(out.is_empty() || db(&out[0]).query_text.as_ref().unwrap().len() <= MAX_QUERY_LEN);
+}
+
+#[test]
+fn skipped_stretches_are_counted_once_each() {
+    let mut clean = connect("8.0.36", BASE_CAPS);
+    clean.push(req(query("SELECT 1")));
+    clean.push(resp(result_set(1, 1, 1, false)));
+    assert_eq!(
+        replay::skips(&Mysql, &clean),
+        0,
+        "a clean exchange skips nothing"
+    );
+
+    // A packet header of a big answer falls into a gap: the rest of it is one stretch, over
+    // two chunks.
+    let mut steps = connect("8.0.36", BASE_CAPS);
+    steps.push(req(query("SELECT * FROM big")));
+    let answer = result_set(1, 2, 1000, false);
+    steps.push(with_gap(resp(&answer[..300]), 5000));
+    steps.push(resp(&answer[5300..6000]));
+    steps.push(resp(&answer[6000..]));
+    steps.push(req(query("SELECT 1")));
+    steps.push(resp(result_set(1, 1, 1, false)));
+    assert_eq!(replay::skips(&Mysql, &steps), 1);
+
+    // Then the request framing: a second stretch.
+    steps.push(with_gap(req(query("SELECT 2")), 40));
+    steps.push(resp(ok(1, 0, 2)));
+    steps.push(req(b"tail of something unseen"));
+    steps.push(req(query("SELECT 3")));
+    steps.push(resp(ok(1, 0, 2)));
+    assert_eq!(replay::skips(&Mysql, &steps), 2);
+
+    // The same again, once the commands were picked up: a third.
+    steps.extend_from_within(steps.len() - 5..);
+    assert_eq!(replay::skips(&Mysql, &steps), 3);
 }

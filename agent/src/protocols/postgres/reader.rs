@@ -7,7 +7,7 @@
 //! falls into a gap, or one that fails validation, loses the framing until [`Reader::resync`]
 //! finds a plausible message boundary at the start of a later chunk.
 
-use super::super::Flow;
+use super::super::{Flow, skips::SkipCounter};
 
 /// The largest any message may declare: the server's own limit (`MaxAllocSize`).
 const MAX_DATA_MESSAGE: u32 = 1 << 30;
@@ -78,6 +78,7 @@ pub(super) struct Reader {
     start_ns: u64,
     chunk_first_ns: u64,
     chunk_last_ns: u64,
+    skips: SkipCounter,
 }
 
 impl Reader {
@@ -97,6 +98,7 @@ impl Reader {
             start_ns: 0,
             chunk_first_ns: 0,
             chunk_last_ns: 0,
+            skips: SkipCounter::default(),
         }
     }
 
@@ -149,8 +151,19 @@ impl Reader {
         false
     }
 
+    /// A chunk the session drops unread because the framing is lost (it did not resync).
+    pub fn skip_chunk(&mut self, data_len: usize, gap: u64) {
+        self.skips.skipping(data_len, gap);
+    }
+
+    /// Stretches of bytes skipped while the framing was lost, since the last call.
+    pub fn take_skips(&mut self) -> u64 {
+        self.skips.take()
+    }
+
     /// Treat the end of the current chunk as a message boundary (the caller found one there).
     pub fn restart(&mut self) {
+        self.skips.stretch_over();
         self.state = State::Header;
         self.header_len = 0;
         self.untyped = false;
@@ -167,6 +180,7 @@ impl Reader {
         loop {
             match self.state {
                 State::Lost => {
+                    self.skips.skipping(input.data.len(), input.gap);
                     input.data = &[];
                     input.gap = 0;
                     return None;

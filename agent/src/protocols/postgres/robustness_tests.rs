@@ -2,7 +2,7 @@
 
 use super::tests::*;
 use super::*;
-use crate::protocols::replay::chunk;
+use crate::protocols::replay::{self, chunk};
 
 #[test]
 fn gap_inside_a_data_row_is_skipped_exactly() {
@@ -374,4 +374,38 @@ fn short_session_bytes() -> Vec<Vec<u8>> {
         [parse("s", "SELECT 2"), sync()].concat(),
         [bind("", "s", &[]), execute("", 0), sync()].concat(),
     ]
+}
+
+#[test]
+fn skipped_stretches_are_counted_once_each() {
+    let clean = with_handshake(vec![
+        req(query("SELECT 1")),
+        resp([command_complete("SELECT 0"), ready()].concat()),
+    ]);
+    assert_eq!(
+        replay::skips(&Postgres, &clean),
+        0,
+        "a clean exchange skips nothing"
+    );
+
+    // The header of the second DataRow is in a gap: the rest of that answer, over two chunks,
+    // is one skipped stretch; the next answer resyncs.
+    let mut steps = with_handshake(vec![
+        req(query("SELECT * FROM a")),
+        with_gap(resp([row_description(), data_row("1")].concat()), 5000),
+        resp(b"garbage that is the middle of a row"),
+        req(query("SELECT * FROM b")),
+        resp([command_complete("SELECT 0"), ready()].concat()),
+    ]);
+    assert_eq!(replay::skips(&Postgres, &steps), 1);
+
+    // Losing the request framing later is a second stretch.
+    steps.push(req(b"\xff\xfe\x00\x01 garbage garbage"));
+    steps.push(req(b"more of the same garbage"));
+    steps.push(req(query("SELECT 42")));
+    assert_eq!(replay::skips(&Postgres, &steps), 2);
+
+    // The same again, once the requests were picked up: a third.
+    steps.extend_from_within(steps.len() - 3..);
+    assert_eq!(replay::skips(&Postgres, &steps), 3);
 }

@@ -5,6 +5,7 @@
 //! command text and for the few arguments the session interprets.
 
 use super::{Input, lossy_into};
+use crate::protocols::skips::SkipCounter;
 
 /// Bytes of command text kept (name and arguments joined by spaces).
 pub const MAX_TEXT_LEN: usize = 4096;
@@ -110,6 +111,7 @@ pub struct CommandReader {
     command: Command,
     chunk_first_ns: u64,
     chunk_last_ns: u64,
+    skips: SkipCounter,
 }
 
 /// What reading produced.
@@ -131,12 +133,14 @@ impl CommandReader {
             command: Command::default(),
             chunk_first_ns: 0,
             chunk_last_ns: 0,
+            skips: SkipCounter::default(),
         }
     }
 
     pub fn begin_chunk(&mut self, data: &[u8], first_ns: u64, last_ns: u64) {
         if self.state == State::Lost && starts_command(data) {
             self.state = State::Start;
+            self.skips.stretch_over();
         }
         self.chunk_first_ns = first_ns;
         self.chunk_last_ns = last_ns;
@@ -209,6 +213,7 @@ impl CommandReader {
                 continue;
             }
             if self.state == State::Lost {
+                self.skips.skipping(input.data.len(), input.gap as u64);
                 input.data = &[];
                 input.gap = 0;
                 return None;
@@ -305,6 +310,11 @@ impl CommandReader {
         }
     }
 
+    /// Stretches of bytes skipped while the framing was lost, since the last call.
+    pub fn take_skips(&mut self) -> u64 {
+        self.skips.take()
+    }
+
     fn finish(&mut self) -> Event {
         self.state = State::Start;
         let mut command = std::mem::take(&mut self.command);
@@ -321,6 +331,7 @@ impl CommandReader {
         let had_command = !matches!(self.state, State::Start | State::Inline | State::Lost)
             && self.command.argc > 0;
         self.state = State::Lost;
+        self.skips.skipping(input.data.len(), input.gap as u64);
         input.data = &[];
         input.gap = 0;
         if had_command && self.command.name().is_some() {

@@ -9,6 +9,7 @@
 
 use super::command::parse_number;
 use super::{Input, lossy_into};
+use crate::protocols::skips::SkipCounter;
 
 /// Error texts and simple strings kept, in bytes.
 const MAX_TEXT_KEEP: usize = 512;
@@ -101,6 +102,7 @@ pub struct ReplyReader {
     reply: Reply,
     chunk_first_ns: u64,
     chunk_last_ns: u64,
+    skips: SkipCounter,
 }
 
 impl ReplyReader {
@@ -118,6 +120,7 @@ impl ReplyReader {
             reply: Reply::default(),
             chunk_first_ns: 0,
             chunk_last_ns: 0,
+            skips: SkipCounter::default(),
         }
     }
 
@@ -142,11 +145,18 @@ impl ReplyReader {
             line: std::mem::take(&mut self.line),
             kept: std::mem::take(&mut self.kept),
             stack: std::mem::take(&mut self.stack),
+            skips: std::mem::take(&mut self.skips),
             ..ReplyReader::new()
         };
+        self.skips.stretch_over();
         self.line.clear();
         self.kept.clear();
         self.stack.clear();
+    }
+
+    /// Stretches of bytes skipped while the framing was lost, since the last call.
+    pub fn take_skips(&mut self) -> u64 {
+        self.skips.take()
     }
 
     /// When the value being read began, if one is partly read.
@@ -159,6 +169,7 @@ impl ReplyReader {
         loop {
             match self.state {
                 State::Lost => {
+                    self.skips.skipping(input.data.len(), input.gap as u64);
                     input.data = &[];
                     input.gap = 0;
                     return None;

@@ -2,7 +2,7 @@
 
 use super::tests::*;
 use super::*;
-use crate::protocols::replay::chunk;
+use crate::protocols::replay::{self, chunk};
 
 #[test]
 fn big_values_in_uncaptured_bytes_are_skipped_by_length() {
@@ -241,4 +241,40 @@ fn oversized_lines_are_bounded() {
         out.iter()
             .all(|e| db(e).query_text.as_ref().unwrap().len() <= command::MAX_TEXT_LEN)
     );
+}
+
+#[test]
+fn skipped_stretches_are_counted_once_each() {
+    let clean = [req(cmd(&["PING"])), resp(b"+PONG\r\n")];
+    assert_eq!(
+        replay::skips(&Redis, &clean),
+        0,
+        "a clean exchange skips nothing"
+    );
+
+    // An element header of a big reply falls into a gap: the rest of it is one stretch, over
+    // two chunks, until the next command's reply.
+    let mut big = b"*1000\r\n".to_vec();
+    for i in 0..1000 {
+        big.extend_from_slice(format!("$6\r\nitem{i:02}\r\n").as_bytes());
+    }
+    let mut steps = vec![
+        req(cmd(&["LRANGE", "l", "0", "-1"])),
+        with_gap(resp(&big[..500]), 5000),
+        resp(&big[5500..6000]),
+        req(cmd(&["LLEN", "l"])),
+        resp(b":1000\r\n"),
+    ];
+    assert_eq!(replay::skips(&Redis, &steps), 1);
+
+    // A command that breaks off into garbage, and more garbage: a second stretch.
+    steps.push(req(b"*2\r\n$3\r\nGET\r\nXX not a bulk string"));
+    steps.push(req(b"\x00\x01 still not a command"));
+    steps.push(req(cmd(&["PING"])));
+    steps.push(resp(b"+PONG\r\n"));
+    assert_eq!(replay::skips(&Redis, &steps), 2);
+
+    // The same again, once the commands were picked up: a third.
+    steps.extend_from_within(steps.len() - 4..);
+    assert_eq!(replay::skips(&Redis, &steps), 3);
 }
