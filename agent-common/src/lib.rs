@@ -121,6 +121,45 @@ impl ConnTuple {
     };
 }
 
+/// What the kernel knows of a TCP socket (the `SOCKS` map's value, by `struct sock` address):
+/// its tuple and role, from the handshake (`ConnTuple::UNKNOWN` when the handshake came before
+/// the agent), the process whose traced data last went through it (0 until some did), and how
+/// much of the data going one way its decoder needs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SockInfo {
+    pub tuple: ConnTuple,
+    pub owner_tgid: u32,
+    /// When not 0: copy at most this many bytes of each syscall moving data in
+    /// `capped_direction` (set by userspace once the decoder knows it needs no more).
+    pub capped_bytes: u16,
+    /// A [`Direction`], or 0 for none.
+    pub capped_direction: u8,
+    pub _pad: u8,
+}
+
+impl SockInfo {
+    /// A socket as the kernel first records it: nothing capped.
+    pub const fn new(tuple: ConnTuple, owner_tgid: u32) -> Self {
+        Self {
+            tuple,
+            owner_tgid,
+            capped_bytes: 0,
+            capped_direction: 0,
+            _pad: 0,
+        }
+    }
+
+    /// The most to copy of a syscall moving `direction` (a [`Direction`] value), if capped.
+    pub const fn cap_for(&self, direction: u8) -> Option<u32> {
+        if self.capped_bytes != 0 && self.capped_direction == direction {
+            Some(self.capped_bytes as u32)
+        } else {
+            None
+        }
+    }
+}
+
 /// Header of a [`EventKind::Data`] record; `captured_len` payload bytes follow it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -216,9 +255,12 @@ pub enum Counter {
     ControlEventsLost = 6,
     /// TLS plaintext whose socket could not be told (no socket syscall seen for that SSL yet).
     TlsUnattributed = 7,
+    /// Syscalls copied only as far as the socket's decoder said it needs (`SockInfo`): by
+    /// design, not a loss.
+    PayloadCapped = 8,
 }
 
-pub const COUNTER_COUNT: u32 = 8;
+pub const COUNTER_COUNT: u32 = 9;
 
 /// Byte offsets of tracepoint fields, read by userspace from tracefs `format` files and handed
 /// to the kernel programs, so the programs never guess a layout.
@@ -310,6 +352,7 @@ mod pod {
     // SAFETY: all of these are `#[repr(C)]`, built only of integers and byte arrays, with every
     // padding byte spelled out as a field, so any bit pattern is a valid value.
     unsafe impl aya::Pod for super::ConnTuple {}
+    unsafe impl aya::Pod for super::SockInfo {}
     unsafe impl aya::Pod for super::CaptureConfig {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
 }
@@ -322,6 +365,7 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ConnTuple>(), 2 + 2 + 2 + 1 + 1 + 16 + 16);
+        assert_eq!(size_of::<SockInfo>(), 40 + 4 + 2 + 1 + 1);
         assert_eq!(size_of::<DataEventHeader>(), 4 + 4 + 8 * 4 + 4 + 4 + 40);
         assert_eq!(size_of::<CloseEvent>(), 4 + 4 + 8 * 2);
         assert_eq!(size_of::<ProcessEvent>(), 4 + 4 + 8);

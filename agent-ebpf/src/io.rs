@@ -8,7 +8,7 @@
 
 use agent_common::{
     AF_INET, AF_INET6, ConnTuple, Counter, DataEventHeader, Direction, EventKind, IPPROTO_TCP,
-    MAX_CAPTURE, MAX_IOVECS, Role, sock_length_record,
+    MAX_CAPTURE, MAX_IOVECS, Role, SockInfo, sock_length_record,
 };
 use aya_ebpf::{
     EbpfContext as _,
@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{EVENTS, SCRATCH, SOCKS, SockInfo, WAKE_ARMED, config, count, is_traced, wakeup_flags},
+    maps::{EVENTS, SCRATCH, SOCKS, WAKE_ARMED, config, count, is_traced, wakeup_flags},
     syscalls::current_data_syscall,
     tls,
 };
@@ -149,13 +149,25 @@ pub fn emit_payload(p: &Payload) {
     };
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.
     let event = unsafe { &mut *event };
-    let limit = config!(capture_bytes);
+    let sock_info = claim_socket(sock, (pid_tgid >> 32) as u32);
+    let mut limit = config!(capture_bytes);
+    let mut capped = false;
+    if let Some(cap) = sock_info.cap_for(direction)
+        && cap < limit
+    {
+        limit = cap;
+        capped = true;
+    }
     let mut want = if total < limit { total } else { limit };
     if want > MAX_CAPTURE as u32 {
         want = MAX_CAPTURE as u32;
     }
     if want < total {
-        count(Counter::PayloadTruncated);
+        count(if capped {
+            Counter::PayloadCapped
+        } else {
+            Counter::PayloadTruncated
+        });
     }
     let captured = if buf != 0 {
         copy_buffer(&mut event.payload, buf, want)
@@ -164,7 +176,7 @@ pub fn emit_payload(p: &Payload) {
     } else {
         0
     };
-    let tuple = claim_socket(sock, (pid_tgid >> 32) as u32);
+    let tuple = sock_info.tuple;
     event.header = DataEventHeader {
         kind: EventKind::Data as u8,
         direction,
@@ -185,29 +197,27 @@ pub fn emit_payload(p: &Payload) {
     }
 }
 
-/// The socket's tuple, noting that this process's traced data goes through it (so that its
-/// close is reported to it). A socket whose handshake came before the agent is added here.
+/// What the kernel knows of the socket, noting that this process's traced data goes through it
+/// (so that its close is reported to it). A socket whose handshake came before the agent is
+/// added here.
 #[inline(always)]
-fn claim_socket(sock: u64, tgid: u32) -> ConnTuple {
+fn claim_socket(sock: u64, tgid: u32) -> SockInfo {
     match SOCKS.get_ptr_mut(sock) {
         Some(info) => {
             // SAFETY: an LRU entry written in place; a racing writer could at worst leave the
-            // other process as owner, and the idle sweep in userspace covers a lost close.
+            // other process as owner (the idle sweep in userspace covers a lost close) or undo a
+            // cap (the decoder then gets whole payloads, as before it asked).
             unsafe {
                 if (*info).owner_tgid != tgid {
                     (*info).owner_tgid = tgid;
                 }
-                (*info).tuple
+                *info
             }
         }
         None => {
-            let info = SockInfo {
-                tuple: ConnTuple::UNKNOWN,
-                owner_tgid: tgid,
-                _pad: 0,
-            };
+            let info = SockInfo::new(ConnTuple::UNKNOWN, tgid);
             let _ = SOCKS.insert(sock, info, 0);
-            info.tuple
+            info
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Maps shared by the kernel programs and read or written by userspace.
 
-use agent_common::{CaptureConfig, ConnTuple, DataEvent};
+use agent_common::{CaptureConfig, DataEvent, SockInfo};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -79,19 +79,9 @@ pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
 #[map]
 pub static SELECTED_COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(256, 0);
 
-/// What the kernel knows of a TCP socket: its tuple and role, from the handshake
-/// (`ConnTuple::UNKNOWN` when the handshake came before the agent), and the process whose traced
-/// data last went through it (0 until some did). Its close is reported to that process.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct SockInfo {
-    pub tuple: ConnTuple,
-    pub owner_tgid: u32,
-    pub _pad: u32,
-}
-
 /// TCP sockets by `struct sock` address: added at the handshake or at the first traced byte,
-/// removed when the socket reaches `TCP_CLOSE`.
+/// removed when the socket reaches `TCP_CLOSE`, which is reported to the owner process.
+/// Userspace sets the capped direction and size.
 #[map]
 pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65536, 0);
 

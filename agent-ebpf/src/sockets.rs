@@ -8,7 +8,9 @@ use agent_common::{
 };
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext};
 
-use crate::maps::{EVENTS, SOCKS, SockInfo, config, count, wakeup_flags};
+use agent_common::SockInfo;
+
+use crate::maps::{EVENTS, SOCKS, config, count, wakeup_flags};
 
 // TCP states as the kernel numbers them (include/net/tcp_states.h).
 const TCP_ESTABLISHED: i32 = 1;
@@ -63,12 +65,7 @@ pub fn try_state_change(ctx: &TracePointContext) -> Result<(), i64> {
     } else {
         return Ok(());
     }
-    let info = SockInfo {
-        tuple,
-        owner_tgid: 0,
-        _pad: 0,
-    };
-    let _ = SOCKS.insert(sk, info, 0);
+    let _ = SOCKS.insert(sk, SockInfo::new(tuple, 0), 0);
     Ok(())
 }
 

@@ -124,6 +124,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     }
     let mut ring = probes.take_events()?;
     let counters = probes.take_counters()?;
+    let mut socket_caps = probes.take_socket_caps()?;
     let table = if filtering {
         Some(probes.take_traced_pids()?)
     } else {
@@ -218,6 +219,9 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             if finished.len() >= 256 {
                 submit(&mut finished, &mut factory, &mut hold, &mut pipeline);
             }
+        }
+        for change in connections.take_capture_changes() {
+            socket_caps.apply(change);
         }
         submit(&mut finished, &mut factory, &mut hold, &mut pipeline);
         hold.release_due(Instant::now(), &mut |span| pipeline.submit(span));

@@ -314,6 +314,93 @@ fn connection_opened_before_the_agent() {
     }
 }
 
+/// Once a keep-alive connection's responses have shown that their heads alone frame them, the
+/// kernel copies only a prefix of each response syscall, on both ends: large responses still
+/// become the right spans, and the stats count the copies cut short.
+#[test]
+fn large_keepalive_responses_are_copied_only_as_far_as_their_heads() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::process::Stdio;
+
+    require_capture!();
+    let _serial = serial();
+    let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
+    let (_server, port) = python_service::<&str>("shop.py", &[]);
+    let stats_file =
+        std::env::temp_dir().join(format!("periscope-capped-{}.json", std::process::id()));
+    let agent = Agent::start(
+        &[
+            "--exe",
+            "shop.py",
+            "--exe",
+            "keepalive_client.py",
+            "--stats-file",
+            stats_file.to_str().unwrap(),
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
+    );
+    let mut client = Command::new("python3")
+        .arg(workload("keepalive_client.py"))
+        .args(["127.0.0.1", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    let mut stdout = BufReader::new(client.stdout.take().unwrap());
+    let mut ask = |path: &str| {
+        writeln!(stdin, "{path}").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.starts_with(path), "{line}");
+        // Time for the agent to read the exchange, as it would under steady traffic.
+        std::thread::sleep(Duration::from_millis(60));
+    };
+    for _ in 0..10 {
+        ask("/blob?kb=16");
+    }
+    // Other statuses and sizes after the copies were narrowed.
+    ask("/fail");
+    ask("/items/7");
+    ask("/blob?kb=64");
+    drop(stdin);
+    let _ = client.wait();
+    let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 26);
+    agent.stop();
+
+    for kind in ["server", "client"] {
+        let blobs = find(&spans, kind, "GET /blob");
+        assert_eq!(blobs.len(), 11, "{kind}: {spans:#?}");
+        assert!(
+            blobs
+                .iter()
+                .all(|s| s.int_attr("http.response.status_code") == Some(200) && !s.is_error())
+        );
+        let fail = one(&spans, kind, "GET /fail");
+        assert_eq!(fail.int_attr("http.response.status_code"), Some(500));
+        assert!(fail.is_error());
+        let item = one(&spans, kind, "GET /items/7");
+        assert_eq!(item.int_attr("http.response.status_code"), Some(200));
+    }
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats_file).expect("stats file"))
+            .expect("stats JSON");
+    let _ = std::fs::remove_file(&stats_file);
+    let capped = stats["kernel"]["payload_capped"].as_u64().unwrap_or(0);
+    assert!(
+        capped >= 4,
+        "responses after the first few should be copied only in part: {stats:#}"
+    );
+    assert_eq!(
+        stats["streams"]["resync_skips"].as_u64(),
+        Some(0),
+        "{stats:#}"
+    );
+}
+
 /// No endpoint configured: finished traces are printed as trees.
 #[test]
 fn terminal_tree_without_backend() {

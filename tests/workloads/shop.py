@@ -1,7 +1,7 @@
 """A small unmodified-stdlib HTTP service for end-to-end tests.
 
 GET /slow?ms=N sleeps N milliseconds; GET /fail answers 500; GET /items/<id> answers JSON;
-anything else is 404. Keep-alive (HTTP/1.1) so that one connection carries many requests.
+GET /blob?kb=N answers N KiB; anything else is 404. Keep-alive (HTTP/1.1) so that one connection carries many requests.
 """
 import json
 import sys
@@ -32,6 +32,9 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, json.dumps({"slept_ms": ms}))
         elif url.path == "/fail":
             self.reply(500, json.dumps({"error": "boom"}))
+        elif url.path == "/blob":
+            kb = int(parse_qs(url.query).get("kb", ["1"])[0])
+            self.reply(200, "b" * (kb * 1024))
         elif url.path.startswith("/items/"):
             self.reply(200, json.dumps({"id": url.path.rsplit("/", 1)[-1]}))
         else:

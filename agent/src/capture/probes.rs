@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use agent_common::{COUNTER_COUNT, CaptureConfig, Counter, MAX_CAPTURE};
+use agent_common::{COUNTER_COUNT, CaptureConfig, Counter, MAX_CAPTURE, SockInfo};
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
@@ -12,7 +12,7 @@ use aya::{
 };
 use serde::Serialize;
 
-use super::{syscalls, tracefs};
+use super::{streams::CaptureChange, syscalls, tracefs};
 
 /// The kernel object built by `agent/build.rs`.
 static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -147,6 +147,14 @@ impl Probes {
         Ok(BpfHashMap::try_from(map)?)
     }
 
+    /// The kernel's socket table, for setting capture prefixes. Can be taken once.
+    pub fn take_socket_caps(&mut self) -> anyhow::Result<SocketCaps> {
+        let map = self.ebpf.take_map("SOCKS").context("SOCKS map missing")?;
+        Ok(SocketCaps {
+            map: BpfHashMap::try_from(map)?,
+        })
+    }
+
     /// The counters map. Can be taken once.
     pub fn take_counters(&mut self) -> anyhow::Result<KernelCounters> {
         let map = self
@@ -195,6 +203,32 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow:
     Ok(())
 }
 
+/// Where decoders' capture prefixes reach the kernel (see `Session::response_bytes_needed`).
+pub struct SocketCaps {
+    map: BpfHashMap<MapData, u64, SockInfo>,
+}
+
+impl SocketCaps {
+    /// Apply a change to a socket the kernel knows. One the kernel has already forgotten (it
+    /// closed) needs none.
+    pub fn apply(&mut self, change: CaptureChange) {
+        let Ok(mut info) = self.map.get(&change.sock, 0) else {
+            return;
+        };
+        info.capped_bytes = change.bytes;
+        info.capped_direction = if change.bytes == 0 {
+            0
+        } else {
+            change.direction as u8
+        };
+        // Only an existing entry: the socket may have closed since the lookup.
+        let _ = self.map.insert(change.sock, info, BPF_EXIST);
+    }
+}
+
+/// `bpf_map_update_elem` flag: update an existing element only.
+const BPF_EXIST: u64 = 2;
+
 pub struct KernelCounters {
     map: PerCpuArray<MapData, u64>,
 }
@@ -210,6 +244,8 @@ pub struct KernelCounts {
     pub unwatched_socket_io: u64,
     pub control_events_lost: u64,
     pub tls_unattributed: u64,
+    /// Payloads copied only as far as their decoder needs: by design, not a loss.
+    pub payload_capped: u64,
 }
 
 impl KernelCounts {
@@ -240,6 +276,7 @@ impl KernelCounters {
             unwatched_socket_io: at(Counter::UnwatchedSocketIo),
             control_events_lost: at(Counter::ControlEventsLost),
             tls_unattributed: at(Counter::TlsUnattributed),
+            payload_capped: at(Counter::PayloadCapped),
         }
     }
 }

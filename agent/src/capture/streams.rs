@@ -44,6 +44,8 @@ struct Connection {
     meta: ConnectionMeta,
     state: DecodeState,
     last_seen_ns: u64,
+    /// The response prefix last asked of the kernel (`None`: the configured one).
+    response_bytes: Option<u16>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -72,6 +74,17 @@ pub struct Connections {
     stats: StreamStats,
     /// Reused for every chunk, so that decoding allocates only what it outputs.
     scratch: Scratch,
+    /// Capture prefixes decoders changed their minds about, for the kernel's socket table.
+    capture_changes: Vec<CaptureChange>,
+}
+
+/// How much the kernel should copy of the syscalls moving one way on a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaptureChange {
+    pub sock: u64,
+    pub direction: Direction,
+    /// 0: the configured prefix.
+    pub bytes: u16,
 }
 
 #[derive(Default)]
@@ -111,7 +124,13 @@ impl Connections {
             max_connections,
             stats: StreamStats::default(),
             scratch: Scratch::default(),
+            capture_changes: Vec::new(),
         }
+    }
+
+    /// Changes to capture prefixes since the last call (see `Session::response_bytes_needed`).
+    pub fn take_capture_changes(&mut self) -> std::vec::Drain<'_, CaptureChange> {
+        self.capture_changes.drain(..)
     }
 
     pub fn stats(&self) -> StreamStats {
@@ -144,6 +163,9 @@ impl Connections {
         let before = out.len();
         if conn.feed(ev, &mut self.scratch, out) {
             self.stats.connections_unsupported += 1;
+        }
+        if let Some(change) = conn.capture_change() {
+            self.capture_changes.push(change);
         }
         self.stats.resync_skips += conn.take_resync_skips();
         self.stats.exchanges += out[before..]
@@ -238,7 +260,28 @@ impl Connection {
             },
             state: DecodeState::Detecting { chunks_seen: 0 },
             last_seen_ns: ev.exit_ns,
+            response_bytes: None,
         }
+    }
+
+    /// The decoder now wants a different prefix of its responses than last asked.
+    fn capture_change(&mut self) -> Option<CaptureChange> {
+        let DecodeState::Decoding(session) = &self.state else {
+            return None;
+        };
+        let wanted = session.response_bytes_needed();
+        if wanted == self.response_bytes {
+            return None;
+        }
+        let direction = [Direction::Ingress, Direction::Egress]
+            .into_iter()
+            .find(|&d| flow_of(self.meta.role, d) == Some(Flow::Response))?;
+        self.response_bytes = wanted;
+        Some(CaptureChange {
+            sock: self.meta.sock,
+            direction,
+            bytes: wanted.unwrap_or(0),
+        })
     }
 
     /// Feed one event; returns true when the connection was just found undecodable (it stays
@@ -361,4 +404,82 @@ fn detect(
         return Some((p, role));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_common::AF_INET;
+
+    use super::*;
+
+    fn event(role: Role, direction: Direction, payload: &[u8], total_len: usize) -> DataEvent<'_> {
+        DataEvent {
+            tgid: 4242,
+            tid: 4242,
+            fd: 7,
+            sock: 0xabc0,
+            direction,
+            enter_ns: 1,
+            exit_ns: 2,
+            total_len: total_len as u32,
+            tuple: ConnTuple {
+                family: AF_INET,
+                local_port: 8080,
+                remote_port: 50000,
+                role: role as u8,
+                _pad: 0,
+                local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                remote_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            },
+            role,
+            tls: false,
+            payload,
+        }
+    }
+
+    #[test]
+    fn a_narrowed_response_prefix_is_asked_once_for_the_response_direction() {
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let response = b"HTTP/1.1 200 OK\r\nContent-Length: 4000\r\n\r\nbody";
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        for (role, asks, answers) in [
+            (Role::Server, Direction::Ingress, Direction::Egress),
+            (Role::Client, Direction::Egress, Direction::Ingress),
+        ] {
+            let mut connections = Connections::new(16, SelfTraffic::default());
+            let mut out = Vec::new();
+            let mut changes = Vec::new();
+            for _ in 0..6 {
+                connections.on_data(&event(role, asks, request, request.len()), &mut out);
+                connections.on_data(
+                    &event(role, answers, response, response.len() + 3996),
+                    &mut out,
+                );
+                changes.extend(connections.take_capture_changes());
+            }
+            let narrowed = CaptureChange {
+                sock: 0xabc0,
+                direction: answers,
+                bytes: 512,
+            };
+            assert_eq!(changes, [narrowed], "{role:?}");
+            connections.on_data(&event(role, asks, request, request.len()), &mut out);
+            connections.on_data(&event(role, answers, chunked, chunked.len()), &mut out);
+            let restored: Vec<_> = connections.take_capture_changes().collect();
+            assert_eq!(
+                restored,
+                [CaptureChange {
+                    bytes: 0,
+                    ..narrowed
+                }],
+                "{role:?}"
+            );
+            assert_eq!(
+                out.iter()
+                    .filter(|o| matches!(o, StreamOutput::Finished { .. }))
+                    .count(),
+                7
+            );
+        }
+    }
 }

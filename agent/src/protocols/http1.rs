@@ -15,6 +15,7 @@ mod head;
 mod reader;
 #[cfg(test)]
 mod replay_tests;
+mod response_need;
 #[cfg(test)]
 mod robustness_tests;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use std::collections::VecDeque;
 
 use self::head::{ContentLength, Head, StartLine, TransferEncoding};
 use self::reader::{Event, Framing, Input, Reader};
+use self::response_need::ResponseNeed;
 use super::{
     Chunk, Exchange, ExchangeDetail, Flow, HttpExchange, Protocol, RequestStarted, Session,
 };
@@ -62,6 +64,7 @@ pub struct Http1Session {
     switched_protocols: bool,
     /// Request heads read since the last `take_started`.
     started: Vec<RequestStarted>,
+    response_need: ResponseNeed,
 }
 
 struct PendingRequest {
@@ -101,6 +104,7 @@ impl Http1Session {
             response: ResponseRole::None,
             switched_protocols: false,
             started: Vec::new(),
+            response_need: ResponseNeed::default(),
         }
     }
 
@@ -118,15 +122,20 @@ impl Http1Session {
                 break;
             };
             match (flow, event) {
-                (Flow::Request, Event::Head { head, start_ns }) => {
+                (Flow::Request, Event::Head { head, start_ns, .. }) => {
                     self.request_head(head, start_ns, out)
                 }
                 (Flow::Request, Event::End { partial, body_len }) => {
                     self.request_end(partial, body_len)
                 }
-                (Flow::Response, Event::Head { head, start_ns }) => {
-                    self.response_head(head, start_ns)
-                }
+                (
+                    Flow::Response,
+                    Event::Head {
+                        head,
+                        start_ns,
+                        chunk_head_len,
+                    },
+                ) => self.response_head(head, start_ns, chunk_head_len),
                 (Flow::Response, Event::End { partial, body_len }) => {
                     self.response_end(partial, body_len, out)
                 }
@@ -219,8 +228,9 @@ impl Http1Session {
         }
     }
 
-    fn response_head(&mut self, head: Head, start_ns: u64) {
+    fn response_head(&mut self, head: Head, start_ns: u64, chunk_head_len: Option<usize>) {
         let StartLine::Response { status } = head.start else {
+            self.response_need.give_up();
             self.responses.set_framing(Framing::Lost);
             return;
         };
@@ -232,6 +242,7 @@ impl Http1Session {
             } else {
                 Framing::NoBody
             };
+            self.response_need.observe(chunk_head_len, framing);
             self.responses.set_framing(framing);
             return;
         }
@@ -262,6 +273,7 @@ impl Http1Session {
             request.http.status = Some(status);
             request.http.partial |= head.partial;
         }
+        self.response_need.observe(chunk_head_len, framing);
         self.responses.set_framing(framing);
     }
 
@@ -328,7 +340,7 @@ impl Session for Http1Session {
         }
         self.reader(flow).resync_at(chunk.data);
         self.reader(flow)
-            .begin_chunk(chunk.first_byte_ns, chunk.last_byte_ns);
+            .begin_chunk(chunk.first_byte_ns, chunk.last_byte_ns, chunk.data.len());
 
         let mut input = Input {
             data: chunk.data,
@@ -340,6 +352,13 @@ impl Session for Http1Session {
 
     fn take_resync_skips(&mut self) -> u64 {
         self.requests.take_skips() + self.responses.take_skips()
+    }
+
+    fn response_bytes_needed(&self) -> Option<u16> {
+        if self.switched_protocols {
+            return None;
+        }
+        self.response_need.bytes()
     }
 
     /// End times come from the last chunk seen of each message: the close carries no bytes.

@@ -157,6 +157,12 @@ pub trait Session: Send {
     fn take_resync_skips(&mut self) -> u64 {
         0
     }
+    /// Once the decoder has learned that a prefix of each syscall's bytes in the response flow
+    /// tells it everything it needs: that prefix's length. The kernel then copies no more of
+    /// them. `None` (the default) asks for the configured prefix.
+    fn response_bytes_needed(&self) -> Option<u16> {
+        None
+    }
 }
 
 /// Every protocol, in detection order.

@@ -237,6 +237,8 @@ pub struct Stats {
     pub data_events: u64,
     pub ring_buffer_full: u64,
     pub payload_truncated: u64,
+    /// Payloads copied only as far as their decoder said it needs (by design).
+    pub payload_capped: u64,
     pub iovecs_truncated: u64,
     pub copy_failed: u64,
     pub unwatched_socket_io: u64,
@@ -269,6 +271,7 @@ impl Stats {
             data_events: n("kernel", "data_events"),
             ring_buffer_full: n("kernel", "ring_buffer_full"),
             payload_truncated: n("kernel", "payload_truncated"),
+            payload_capped: n("kernel", "payload_capped"),
             iovecs_truncated: n("kernel", "iovecs_truncated"),
             copy_failed: n("kernel", "copy_failed"),
             unwatched_socket_io: n("kernel", "unwatched_socket_io"),

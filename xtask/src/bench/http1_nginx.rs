@@ -369,10 +369,11 @@ fn print_round(v: &Variant, round: &Round) {
             a.stats.raised_ms as f64 / 1000.0
         );
         println!(
-            "  lost (counted): {}; truncated payloads {}, iovecs {}; stretches skipped after \
-             framing was lost {}; log {}",
+            "  lost (counted): {}; truncated payloads {} (capped to the decoder's need {}), \
+             iovecs {}; stretches skipped after framing was lost {}; log {}",
             a.loss_breakdown(),
             a.stats.payload_truncated,
+            a.stats.payload_capped,
             a.stats.iovecs_truncated,
             a.stats.resync_skips,
             a.log.display()
@@ -541,6 +542,7 @@ fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
     let losses: u64 = agents.iter().map(|a| a.losses()).sum();
     let tls_unattributed: u64 = agents.iter().map(|a| a.tls_unattributed).sum();
     let truncated: u64 = agents.iter().map(|a| a.stats.payload_truncated).sum();
+    let capped: u64 = agents.iter().map(|a| a.stats.payload_capped).sum();
     let cpu = median(&agents.iter().map(|a| a.cpu_percent).collect::<Vec<_>>());
     let capture_us = median(&agents.iter().map(|a| a.us_per_span().0).collect::<Vec<_>>());
     let export_us = median(&agents.iter().map(|a| a.us_per_span().1).collect::<Vec<_>>());
@@ -548,7 +550,7 @@ fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
     let coverage = percent(spans, requests);
     println!(
         "  spans: {spans} for {requests} requests ({coverage:.2}%); counted losses {losses}{}; \
-         truncated payloads {truncated}",
+         truncated payloads {truncated}; copied only as far as the decoder needs {capped}",
         if v.tls {
             format!(" (tls_unattributed {tls_unattributed})")
         } else {
@@ -596,6 +598,7 @@ fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
         "span_coverage_percent": coverage,
         "counted_losses": losses,
         "payload_truncated": truncated,
+        "payload_capped": capped,
         "agent_cpu_percent_of_one_core_median": cpu,
         "agent_capture_us_per_span_median": capture_us,
         "agent_export_us_per_span_median": export_us,

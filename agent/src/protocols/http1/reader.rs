@@ -47,7 +47,13 @@ impl Input<'_> {
 #[derive(Debug)]
 pub(super) enum Event {
     /// A head was parsed; the session must answer with [`Reader::set_framing`].
-    Head { head: Head, start_ns: u64 },
+    Head {
+        head: Head,
+        start_ns: u64,
+        /// The head's length when it began at the first byte of a chunk and ended in that
+        /// chunk: then a prefix of that length was all the chunk had to show of it.
+        chunk_head_len: Option<usize>,
+    },
     /// The message ended in the current chunk. `partial`: framing was lost or cut short.
     End {
         partial: bool,
@@ -114,6 +120,12 @@ pub(super) struct Reader {
     chunk_last_ns: u64,
     /// Stretches of bytes skipped while resynchronising.
     skips: SkipCounter,
+    /// Captured bytes of the chunk being read.
+    chunk_len: usize,
+    /// The head being read began at the chunk's first byte.
+    head_at_chunk_start: bool,
+    /// See [`Event::Head`].
+    chunk_head_len: Option<usize>,
 }
 
 impl Reader {
@@ -128,13 +140,17 @@ impl Reader {
             chunk_first_ns: 0,
             chunk_last_ns: 0,
             skips: SkipCounter::default(),
+            chunk_len: 0,
+            head_at_chunk_start: false,
+            chunk_head_len: None,
         }
     }
 
-    /// Called before the bytes of each chunk, with its timing.
-    pub(super) fn begin_chunk(&mut self, first_byte_ns: u64, last_byte_ns: u64) {
+    /// Called before the bytes of each chunk, with its timing and captured length.
+    pub(super) fn begin_chunk(&mut self, first_byte_ns: u64, last_byte_ns: u64, len: usize) {
         self.chunk_first_ns = first_byte_ns;
         self.chunk_last_ns = last_byte_ns;
+        self.chunk_len = len;
     }
 
     /// Timing of the chunk being read: a message ending now ends there.
@@ -219,7 +235,7 @@ impl Reader {
                     let blank = input.data.iter().take_while(|b| matches!(b, b'\r' | b'\n'));
                     input.data = &input.data[blank.count()..];
                     if !input.data.is_empty() {
-                        self.begin_head();
+                        self.begin_head(input.data.len() == self.chunk_len);
                     } else if input.gap > 0 {
                         // A message starts in bytes we cannot see.
                         self.resync();
@@ -324,8 +340,10 @@ impl Reader {
         self.skips.take()
     }
 
-    fn begin_head(&mut self) {
+    fn begin_head(&mut self, at_chunk_start: bool) {
         self.state = State::Head;
+        self.head_at_chunk_start = at_chunk_start;
+        self.chunk_head_len = None;
         self.head.clear();
         self.scan = HeadScan::default();
         self.message_start_ns = self.chunk_first_ns;
@@ -344,6 +362,7 @@ impl Reader {
         Some(Event::Head {
             head,
             start_ns: self.message_start_ns,
+            chunk_head_len: self.chunk_head_len.take(),
         })
     }
 
@@ -364,6 +383,9 @@ impl Reader {
             match self.scan.advance(self.flow, window, 0) {
                 Scan::Complete(len) => {
                     input.data = &data[len..];
+                    if self.head_at_chunk_start {
+                        self.chunk_head_len = Some(len);
+                    }
                     return HeadProgress::Complete(head::parse_head(
                         self.flow,
                         &window[..len],

@@ -376,3 +376,69 @@ fn session_is_reusable_after_close() {
     }
     assert_eq!(out.len(), 2);
 }
+
+#[test]
+fn response_prefix_narrows_only_while_heads_alone_frame_the_responses() {
+    fn feed(session: &mut Http1Session, out: &mut Vec<Exchange>, step: Step) {
+        let chunk = Chunk {
+            missing: step.missing,
+            ..chunk(&step.data, 0, 0)
+        };
+        session.feed(step.flow, chunk, out);
+    }
+    let big = "HTTP/1.1 200 OK\r\nContent-Length: 4096\r\n\r\n";
+    let start = || {
+        let mut session = Http1Session::new();
+        let mut out = Vec::new();
+        for n in 0..4 {
+            assert_eq!(session.response_bytes_needed(), None, "after {n} responses");
+            feed(&mut session, &mut out, req(GET));
+            // The body mostly uncaptured, as under a narrowed prefix.
+            feed(
+                &mut session,
+                &mut out,
+                with_gap(resp(format!("{big}abc")), 4093),
+            );
+        }
+        assert_eq!(out.len(), 4);
+        (session, out)
+    };
+    let (mut session, mut out) = start();
+    assert_eq!(session.response_bytes_needed(), Some(512));
+    feed(&mut session, &mut out, req(GET));
+    feed(&mut session, &mut out, resp(OK_HELLO));
+    assert_eq!(
+        session.response_bytes_needed(),
+        Some(512),
+        "a small answer fits too"
+    );
+
+    // Responses that a prefix could cut: pipelined (the second head is mid-chunk), chunked,
+    // or a head spread over two chunks.
+    let pipelined = [
+        req(format!("{GET}{GET}")),
+        resp(format!("{OK_HELLO}{OK_HELLO}")),
+    ];
+    let chunked = [
+        req(GET),
+        resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+    ];
+    let split = [
+        req(GET),
+        resp("HTTP/1.1 200 OK\r\n"),
+        resp("Content-Length: 0\r\n\r\n"),
+    ];
+    for steps in [&pipelined[..], &chunked[..], &split[..]] {
+        let (mut session, mut out) = start();
+        for step in steps {
+            feed(&mut session, &mut out, step.clone());
+        }
+        assert_eq!(session.response_bytes_needed(), None, "{steps:?}");
+        for _ in 0..8 {
+            feed(&mut session, &mut out, req(GET));
+            feed(&mut session, &mut out, resp(OK_HELLO));
+        }
+        assert_eq!(session.response_bytes_needed(), None, "for good: {steps:?}");
+        assert!(out.iter().all(|e| http(e).status == Some(200)));
+    }
+}

@@ -1,0 +1,181 @@
+//! The agent's own CPU per span, without a kernel or a network: ring records as the kernel
+//! writes them for nginx serving a 4 KiB page to wrk, through decoding, the HTTP/1 decoder and
+//! span building (`capture`), then OTLP encoding (`encode`), on one thread.
+//!
+//! `cargo bench -p periscope --bench pipeline`. On a loaded host the agent's CPU per span swings
+//! by a quarter from run to run; this replay repeats to within a few percent, so it shows what a
+//! change to either stage is worth. It is a diagnostic: throughput targets are measured by
+//! `cargo xtask bench` against real programs.
+
+use std::time::Instant;
+
+use agent_common::{AF_INET, ConnTuple, DataEventHeader, Direction, EventKind, Role};
+use periscope::capture::events::{KernelEvent, decode};
+use periscope::capture::self_traffic::SelfTraffic;
+use periscope::capture::streams::{Connections, Finished, StreamOutput};
+use periscope::export::otlp::encode::{encode_request, group_by_resource};
+use periscope::spans::model::SpanRecord;
+use periscope::spans::{SpanFactory, SpanOptions};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const CONNECTIONS: u32 = 32;
+const EXCHANGES: usize = 100_000;
+/// The agent's default capture prefix.
+const CAPTURED: usize = 2048;
+const BODY: usize = 4096;
+const EXPORT_BATCH: usize = 512;
+const ROUNDS: usize = 7;
+
+const REQUEST: &[u8] = b"GET /static.html HTTP/1.1\r\nHost: 127.0.0.1:18080\r\n\r\n";
+const RESPONSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\
+Date: Tue, 24 Nov 2026 08:00:00 GMT\r\nContent-Type: text/html\r\nContent-Length: 4096\r\n\
+Last-Modified: Mon, 23 Nov 2026 10:00:00 GMT\r\nConnection: keep-alive\r\n\
+ETag: \"6560a1b0-1000\"\r\nAccept-Ranges: bytes\r\n\r\n";
+
+fn main() {
+    let records = nginx_records();
+    let mut capture = Vec::new();
+    let mut export = Vec::new();
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        let spans = build_spans(&records);
+        let built = started.elapsed();
+        assert_eq!(spans.len(), EXCHANGES, "every exchange became a span");
+        let started = Instant::now();
+        let bytes = encode_all(spans);
+        let encoded = started.elapsed();
+        assert!(bytes > EXCHANGES * 100, "spans were encoded");
+        capture.push(built.as_nanos() as f64 / EXCHANGES as f64);
+        export.push(encoded.as_nanos() as f64 / EXCHANGES as f64);
+    }
+    let (capture, export) = (median(capture), median(export));
+    println!(
+        "pipeline: {EXCHANGES} nginx exchanges (4 KiB page, {CAPTURED} B captured), median of \
+         {ROUNDS} rounds\n  capture (decode, HTTP/1, span building) {capture:.0} ns/span\n  \
+         encode (OTLP protobuf, batches of {EXPORT_BATCH}) {export:.0} ns/span\n  total \
+         {:.0} ns/span",
+        capture + export
+    );
+}
+
+/// Records of a keep-alive load spread over a few connections: each request read, then its
+/// response written, as one `recv` and one `writev` each.
+fn nginx_records() -> Vec<Vec<u8>> {
+    let tgid = std::process::id();
+    let mut response = RESPONSE_HEAD.to_vec();
+    response.resize(RESPONSE_HEAD.len() + BODY, b'x');
+    let mut records = Vec::with_capacity(EXCHANGES * 2);
+    let mut now = 1_000_000_000u64;
+    for i in 0..EXCHANGES {
+        let conn = i as u32 % CONNECTIONS;
+        let tuple = ConnTuple {
+            family: AF_INET,
+            local_port: 18080,
+            remote_port: 40000 + conn as u16,
+            role: Role::Server as u8,
+            _pad: 0,
+            local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            remote_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        for (direction, bytes) in [
+            (Direction::Ingress, REQUEST),
+            (Direction::Egress, &response[..]),
+        ] {
+            now += 10_000;
+            records.push(record(tgid, conn, tuple, direction, now, bytes));
+        }
+    }
+    records
+}
+
+fn record(
+    tgid: u32,
+    conn: u32,
+    tuple: ConnTuple,
+    direction: Direction,
+    at_ns: u64,
+    bytes: &[u8],
+) -> Vec<u8> {
+    let captured = bytes.len().min(CAPTURED);
+    let header = DataEventHeader {
+        kind: EventKind::Data as u8,
+        direction: direction as u8,
+        syscall: 0,
+        flags: 0,
+        fd: 10 + conn as i32,
+        pid_tgid: (u64::from(tgid) << 32) | u64::from(tgid),
+        sock: 0xffff_8880_0000_0000 + u64::from(conn) * 0x1000,
+        enter_ns: at_ns,
+        exit_ns: at_ns,
+        total_len: bytes.len() as u32,
+        captured_len: captured as u32,
+        tuple,
+    };
+    // SAFETY: a `#[repr(C)]` record without implicit padding, viewed as its bytes, exactly as
+    // the kernel writes it into the ring.
+    let head = unsafe {
+        std::slice::from_raw_parts(
+            (&raw const header).cast::<u8>(),
+            size_of::<DataEventHeader>(),
+        )
+    };
+    let mut out = head.to_vec();
+    out.extend_from_slice(&bytes[..captured]);
+    out
+}
+
+/// What the capture thread does with the records: `run::run` and `run::submit`, minus the
+/// hold (spans have no children to wait for here).
+fn build_spans(records: &[Vec<u8>]) -> Vec<SpanRecord> {
+    let mut connections = Connections::new(1024, SelfTraffic::default());
+    let mut factory = SpanFactory::new(SpanOptions::default());
+    let mut finished: Vec<Finished> = Vec::new();
+    let mut spans = Vec::with_capacity(EXCHANGES);
+    for bytes in records {
+        if let Some(KernelEvent::Data(ev)) = decode(bytes) {
+            factory.note_process(ev.tgid);
+            connections.on_data(&ev, &mut finished);
+        }
+        if finished.len() >= 256 {
+            submit(&mut finished, &mut factory, &mut spans);
+        }
+    }
+    submit(&mut finished, &mut factory, &mut spans);
+    spans
+}
+
+fn submit(finished: &mut Vec<Finished>, factory: &mut SpanFactory, spans: &mut Vec<SpanRecord>) {
+    for output in finished.drain(..) {
+        match output {
+            StreamOutput::Started { meta, tid, started } => {
+                factory.on_request_start(&meta, tid, &started)
+            }
+            StreamOutput::Finished {
+                meta,
+                tid,
+                exchange,
+            } => spans.extend(factory.build(&meta, tid, exchange).map(|(span, _)| span)),
+        }
+    }
+}
+
+/// What the export thread does before the transport: group, encode, drop. Returns the bytes
+/// encoded.
+fn encode_all(mut spans: Vec<SpanRecord>) -> usize {
+    let mut out = Vec::new();
+    let mut total = 0;
+    while !spans.is_empty() {
+        let batch = spans.split_off(spans.len().saturating_sub(EXPORT_BATCH));
+        let groups = group_by_resource(batch);
+        encode_request(&groups, &mut out);
+        total += out.len();
+    }
+    total
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
