@@ -204,9 +204,9 @@ pub fn emit_payload(p: &Payload) {
 fn claim_socket(sock: u64, tgid: u32) -> SockInfo {
     match SOCKS.get_ptr_mut(sock) {
         Some(info) => {
-            // SAFETY: an LRU entry written in place; a racing writer could at worst leave the
-            // other process as owner (the idle sweep in userspace covers a lost close) or undo a
-            // cap (the decoder then gets whole payloads, as before it asked).
+            // SAFETY: an LRU entry written in place; a racing writer (another CPU, or userspace
+            // setting a cap) could at worst leave the other process as owner, and the idle
+            // sweep in userspace covers a lost close.
             unsafe {
                 if (*info).owner_tgid != tgid {
                     (*info).owner_tgid = tgid;
