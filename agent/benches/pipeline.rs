@@ -13,7 +13,7 @@ use agent_common::{AF_INET, ConnTuple, DataEventHeader, Direction, EventKind, Ro
 use periscope::capture::events::{KernelEvent, decode};
 use periscope::capture::self_traffic::SelfTraffic;
 use periscope::capture::streams::{Connections, Finished, StreamOutput};
-use periscope::export::otlp::encode::{encode_request, group_by_resource};
+use periscope::export::otlp::encode::{RequestEncoder, group_by_resource};
 use periscope::spans::model::SpanRecord;
 use periscope::spans::{SpanFactory, SpanOptions};
 
@@ -164,12 +164,13 @@ fn submit(finished: &mut Vec<Finished>, factory: &mut SpanFactory, spans: &mut V
 /// What the export thread does before the transport: group, encode, drop. Returns the bytes
 /// encoded.
 fn encode_all(mut spans: Vec<SpanRecord>) -> usize {
+    let mut encoder = RequestEncoder::default();
     let mut out = Vec::new();
     let mut total = 0;
     while !spans.is_empty() {
         let batch = spans.split_off(spans.len().saturating_sub(EXPORT_BATCH));
         let groups = group_by_resource(batch);
-        encode_request(&groups, &mut out);
+        encoder.encode(&groups, &mut out);
         total += out.len();
     }
     total

@@ -197,7 +197,7 @@ impl Http1Session {
             http: HttpExchange {
                 method,
                 target,
-                version: version.to_owned(),
+                version,
                 host: head.host,
                 user_agent: head.user_agent,
                 traceparent: head.traceparent,
@@ -247,7 +247,7 @@ impl Http1Session {
             return;
         }
         let request = self.pending.front_mut();
-        let method = request.as_ref().map_or("", |r| r.http.method.as_str());
+        let method = request.as_ref().map_or("", |r| &r.http.method[..]);
         let is_head = method == "HEAD";
         let opens_tunnel = method == "CONNECT" && (200..300).contains(&status);
         let switches_protocols = status == 101 || opens_tunnel;

@@ -434,9 +434,9 @@ impl Http2Session {
             request_body: 0,
             response_body: 0,
             http: HttpExchange {
-                method,
+                method: method.into(),
                 target: fields.path.unwrap_or_default(),
-                version: "2".to_owned(),
+                version: "2",
                 host: fields.authority.or(fields.host),
                 user_agent: fields.user_agent,
                 traceparent: fields.traceparent,

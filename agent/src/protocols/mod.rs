@@ -18,6 +18,7 @@ pub mod fuzzing;
 #[cfg(test)]
 mod replay;
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Which way bytes travel relative to the application protocol (not to the traced process).
@@ -104,11 +105,12 @@ pub struct RequestStarted {
 /// What an HTTP/1.x exchange carried that spans need. Strings are lossily decoded and bounded.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HttpExchange {
-    pub method: String,
+    /// The method; one the protocol defines is not copied.
+    pub method: Cow<'static, str>,
     /// Request target exactly as sent (path and query, or absolute form for proxies).
     pub target: String,
-    /// "1.0" or "1.1".
-    pub version: String,
+    /// "1.0", "1.1" or "2" (empty when the request line was cut before it).
+    pub version: &'static str,
     pub host: Option<String>,
     pub user_agent: Option<String>,
     pub traceparent: Option<String>,
@@ -127,6 +129,19 @@ pub struct HttpExchange {
     pub grpc_message: Option<String>,
     /// HTTP/2 only: the stream was reset (RST_STREAM) or cut by GOAWAY; the error code name.
     pub reset: Option<String>,
+}
+
+/// The methods of RFC 9110 and PATCH, which need no copy of their own.
+pub const KNOWN_METHODS: [&str; 9] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// A request method as the exchange keeps it: a known one is not copied.
+pub fn method_text(method: &[u8], owned: impl FnOnce(&[u8]) -> String) -> Cow<'static, str> {
+    match KNOWN_METHODS.iter().find(|m| m.as_bytes() == method) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(owned(method)),
+    }
 }
 
 /// A protocol the agent can decode.

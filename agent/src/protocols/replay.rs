@@ -194,7 +194,7 @@ pub(crate) fn http_summary(exchanges: &[Exchange]) -> Vec<(String, String, Optio
     exchanges
         .iter()
         .map(http)
-        .map(|h| (h.method.clone(), h.target.clone(), h.status))
+        .map(|h| (h.method.to_string(), h.target.clone(), h.status))
         .collect()
 }
 

@@ -1,5 +1,6 @@
 //! HTTP/1 exchanges as spans, with OpenTelemetry HTTP semantic-convention attributes.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use super::{
     address::AddressNames,
     model::{AttrValue, SpanKind, SpanStatus},
 };
-use crate::protocols::HttpExchange;
+use crate::protocols::{HttpExchange, KNOWN_METHODS};
 
 /// The protocol-specific part of a span: everything but ids, times and resource.
 pub struct SpanShape {
@@ -64,8 +65,8 @@ pub fn http_span(
     };
     let name = joined(&method, ' ', path);
     let remote = names.of(tuple.family, &tuple.remote_addr);
-    let (host_header, host_port) = host.as_deref().map(split_host_port).unwrap_or((None, None));
-    let host_header = host_header.map(|h| AttrValue::Str(h.to_owned()));
+    let (host_header, host_port) = host.map(into_host_port).unwrap_or((None, None));
+    let host_header = host_header.map(AttrValue::Str);
     // Everything that borrows the target is worked out before the target moves into `url.path`.
     let (server, port, full) = match kind {
         SpanKind::Server => (
@@ -95,7 +96,11 @@ pub fn http_span(
     };
 
     let mut attrs: Vec<(&'static str, AttrValue)> = Vec::with_capacity(12);
-    attrs.push(("http.request.method", known_text(method, &METHODS)));
+    let method_attr = match method {
+        Cow::Borrowed(known) => AttrValue::Static(known),
+        Cow::Owned(text) => known_text(text, &KNOWN_METHODS),
+    };
+    attrs.push(("http.request.method", method_attr));
     attrs.push(("url.path", AttrValue::Str(path)));
     if let Some(q) = query {
         attrs.push(("url.query", AttrValue::Str(q)));
@@ -104,7 +109,7 @@ pub fn http_span(
     // `network.protocol.name` is left out: the conventions ask for it only when it is not
     // "http".
     if !version.is_empty() {
-        attrs.push(("network.protocol.version", known_text(version, &VERSIONS)));
+        attrs.push(("network.protocol.version", AttrValue::Static(version)));
     }
     if let Some(status) = status {
         attrs.push(("http.response.status_code", AttrValue::Int(status as i64)));
@@ -165,12 +170,6 @@ pub(super) fn joined(a: &str, sep: char, b: &str) -> String {
     s.push_str(b);
     s
 }
-
-/// Request methods (RFC 9110) and protocol versions common enough to keep as fixed texts.
-const METHODS: [&str; 9] = [
-    "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "CONNECT", "TRACE",
-];
-const VERSIONS: [&str; 3] = ["1.1", "1.0", "2"];
 
 /// `text` as one of the fixed `known` texts when it is one (nothing to copy downstream), else as
 /// it is.
@@ -255,15 +254,11 @@ fn grpc_span(
     attrs.push(("network.protocol.name", AttrValue::Static("http")));
     attrs.push(("network.protocol.version", AttrValue::Static("2")));
     let remote = names.of(tuple.family, &tuple.remote_addr);
-    let (host, host_port) = ex
-        .host
-        .as_deref()
-        .map(split_host_port)
-        .unwrap_or((None, None));
+    let (host, host_port) = ex.host.map(into_host_port).unwrap_or((None, None));
     match kind {
         SpanKind::Client => {
             let server = host
-                .map(|h| AttrValue::Str(h.to_owned()))
+                .map(AttrValue::Str)
                 .or_else(|| remote.clone().map(AttrValue::Shared));
             if let Some(s) = server {
                 attrs.push(("server.address", s));
@@ -382,6 +377,20 @@ pub fn redact_query(query: &str) -> String {
 }
 
 /// `example.com:8080` → (example.com, 8080); `[::1]:80` → (::1, 80).
+/// [`split_host_port`] of an owned header value, keeping its allocation for the host name.
+fn into_host_port(mut header: String) -> (Option<String>, Option<u16>) {
+    let (name, port) = split_host_port(&header);
+    let Some(name) = name else {
+        return (None, port);
+    };
+    // `name` lies inside `header`.
+    let start = name.as_ptr() as usize - header.as_ptr() as usize;
+    let end = start + name.len();
+    header.truncate(end);
+    header.drain(..start);
+    (Some(header), port)
+}
+
 fn split_host_port(host: &str) -> (Option<&str>, Option<u16>) {
     let host = host.trim();
     if host.is_empty() {
@@ -443,7 +452,7 @@ mod tests {
         let ex = HttpExchange {
             method: "GET".into(),
             target: "/items/7?q=shoes&page=2".into(),
-            version: "1.1".into(),
+            version: "1.1",
             host: Some("shop.local:8080".into()),
             user_agent: Some("curl/8".into()),
             status: Some(503),
@@ -480,7 +489,7 @@ mod tests {
         let ex = HttpExchange {
             method: "POST".into(),
             target: "/api?token=secret".into(),
-            version: "1.1".into(),
+            version: "1.1",
             host: Some("api.internal:9000".into()),
             status: Some(404),
             ..Default::default()
@@ -513,7 +522,7 @@ mod tests {
         let ex = HttpExchange {
             method: "POST".into(),
             target: "/helloworld.Greeter/SayHello".into(),
-            version: "2".into(),
+            version: "2",
             content_type: Some("application/grpc".into()),
             status: Some(200),
             grpc_status: Some(5),
@@ -554,6 +563,14 @@ mod tests {
     fn host_and_target_forms() {
         assert_eq!(split_host_port("[::1]:80"), (Some("::1"), Some(80)));
         assert_eq!(split_host_port("h"), (Some("h"), None));
+        let owned = |h: &str| into_host_port(h.to_owned());
+        assert_eq!(owned(" [::1]:80 "), (Some("::1".to_owned()), Some(80)));
+        assert_eq!(
+            owned("example.com:8080"),
+            (Some("example.com".to_owned()), Some(8080))
+        );
+        assert_eq!(owned("example.com"), (Some("example.com".to_owned()), None));
+        assert_eq!(owned("  "), (None, None));
         assert_eq!(split_target("http://x:1/p?q"), ("/p", Some("q")));
         assert_eq!(split_target("*"), ("*", None));
     }

@@ -53,42 +53,83 @@ mod field {
     pub const ANY_VALUE_INT: u32 = 3;
 }
 
-/// Encode spans already grouped by process resource (see [`group_by_resource`]) into `out`,
-/// replacing what it held. The caller keeps the buffer from batch to batch: a fresh one of a
-/// batch's size is fresh pages from the kernel, which must be zeroed on first touch.
-pub fn encode_request(groups: &[(Arc<ProcessResource>, Vec<SpanRecord>)], out: &mut Vec<u8>) {
-    let scope = InstrumentationScope {
-        name: SCOPE_NAME.to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        ..Default::default()
-    };
-    out.clear();
-    for (resource, spans) in groups {
-        let resource = otlp_resource(resource);
-        let lens: Vec<usize> = spans.iter().map(span_len).collect();
-        let spans_len: usize = lens
-            .iter()
-            .map(|&len| nested_len(field::SCOPE_SPANS_SPANS, len))
-            .sum();
-        let scope_spans_len = message::encoded_len(field::SCOPE_SPANS_SCOPE, &scope) + spans_len;
-        let resource_spans_len = message::encoded_len(field::RESOURCE_SPANS_RESOURCE, &resource)
-            + nested_len(field::RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len);
-        out.reserve(nested_len(
-            field::REQUEST_RESOURCE_SPANS,
-            resource_spans_len,
-        ));
+/// Encodes requests, keeping its working buffer from batch to batch: a fresh one of a batch's
+/// size is fresh pages from the kernel, which must be zeroed on first touch.
+#[derive(Default)]
+pub struct RequestEncoder {
+    /// One resource's spans, each already a length-delimited field.
+    spans: Vec<u8>,
+}
 
-        put_header(field::REQUEST_RESOURCE_SPANS, resource_spans_len, out);
-        message::encode(field::RESOURCE_SPANS_RESOURCE, &resource, out);
-        put_header(field::RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len, out);
-        message::encode(field::SCOPE_SPANS_SCOPE, &scope, out);
-        for (span, len) in spans.iter().zip(lens) {
-            put_header(field::SCOPE_SPANS_SPANS, len, out);
-            let before = out.len();
-            put_span(span, out);
-            debug_assert_eq!(out.len() - before, len, "span length computed and written");
+/// Beyond this a working buffer is not kept for the next batch.
+const MAX_KEPT_BYTES: usize = 16 * 1024 * 1024;
+
+impl RequestEncoder {
+    /// Encode spans already grouped by process resource (see [`group_by_resource`]) into
+    /// `out`, replacing what it held; the caller keeps `out` from batch to batch too.
+    ///
+    /// The spans of a resource are written first, each sized after it is written, so that no
+    /// span is walked twice; then the resource's headers, whose lengths that gives, and the
+    /// spans after them.
+    pub fn encode(
+        &mut self,
+        groups: &[(Arc<ProcessResource>, Vec<SpanRecord>)],
+        out: &mut Vec<u8>,
+    ) {
+        let scope = InstrumentationScope {
+            name: SCOPE_NAME.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        };
+        out.clear();
+        for (resource, spans) in groups {
+            self.spans.clear();
+            for span in spans {
+                put_span_field(span, &mut self.spans);
+            }
+            let resource = otlp_resource(resource);
+            let scope_spans_len =
+                message::encoded_len(field::SCOPE_SPANS_SCOPE, &scope) + self.spans.len();
+            let resource_spans_len =
+                message::encoded_len(field::RESOURCE_SPANS_RESOURCE, &resource)
+                    + nested_len(field::RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len);
+            out.reserve(nested_len(
+                field::REQUEST_RESOURCE_SPANS,
+                resource_spans_len,
+            ));
+            put_header(field::REQUEST_RESOURCE_SPANS, resource_spans_len, out);
+            message::encode(field::RESOURCE_SPANS_RESOURCE, &resource, out);
+            put_header(field::RESOURCE_SPANS_SCOPE_SPANS, scope_spans_len, out);
+            message::encode(field::SCOPE_SPANS_SCOPE, &scope, out);
+            out.extend_from_slice(&self.spans);
+        }
+        if self.spans.capacity() > MAX_KEPT_BYTES {
+            self.spans = Vec::new();
         }
     }
+}
+
+/// [`RequestEncoder::encode`] with a working buffer of its own.
+pub fn encode_request(groups: &[(Arc<ProcessResource>, Vec<SpanRecord>)], out: &mut Vec<u8>) {
+    RequestEncoder::default().encode(groups, out);
+}
+
+/// Bytes kept for a span's length: spans are 128 bytes to 16 KiB long, whose lengths take two.
+const SPAN_LEN_BYTES: usize = 2;
+
+/// A span as a `ScopeSpans.spans` field. Its length is written after it, into the bytes kept
+/// for it; a span of another size class moves over to make the length fit.
+fn put_span_field(span: &SpanRecord, out: &mut Vec<u8>) {
+    encode_key(field::SCOPE_SPANS_SPANS, WireType::LengthDelimited, out);
+    let at = out.len();
+    out.extend_from_slice(&[0; SPAN_LEN_BYTES]);
+    put_span(span, out);
+    let len = out.len() - at - SPAN_LEN_BYTES;
+    let width = encoded_len_varint(len as u64);
+    if width != SPAN_LEN_BYTES {
+        out.splice(at..at + SPAN_LEN_BYTES, std::iter::repeat_n(0, width));
+    }
+    encode_varint(len as u64, &mut &mut out[at..at + width]);
 }
 
 /// Split a batch by resource, keeping first-seen order.
@@ -180,28 +221,6 @@ fn parent_id(span: &SpanRecord) -> &[u8] {
 
 // Fields are written in the order prost writes them (by field number, so `flags`, field 16,
 // comes last), and, as proto3 asks, empty ones are left out.
-
-fn span_len(span: &SpanRecord) -> usize {
-    let (message, code) = status_parts(&span.status);
-    text_len(field::SPAN_TRACE_ID, &span.trace_id)
-        + text_len(field::SPAN_SPAN_ID, &span.span_id)
-        + text_len(
-            field::SPAN_TRACE_STATE,
-            span.trace_state.as_deref().unwrap_or_default().as_bytes(),
-        )
-        + text_len(field::SPAN_PARENT_SPAN_ID, parent_id(span))
-        + text_len(field::SPAN_NAME, span.name.as_bytes())
-        + int_len(field::SPAN_KIND, otlp_kind(span.kind) as i64)
-        + fixed_len(field::SPAN_START_TIME, 8, unix_nanos(span.start))
-        + fixed_len(field::SPAN_END_TIME, 8, unix_nanos(span.end))
-        + span
-            .attributes
-            .iter()
-            .map(|(k, v)| nested_len(field::SPAN_ATTRIBUTES, key_value_len(k, v)))
-            .sum::<usize>()
-        + nested_len(field::SPAN_STATUS, status_len(message, code))
-        + fixed_len(field::SPAN_FLAGS, 4, u64::from(span_flags(span)))
-}
 
 fn put_span(span: &SpanRecord, out: &mut Vec<u8>) {
     let (message, code) = status_parts(&span.status);
@@ -306,13 +325,6 @@ fn put_int(tag: u32, value: i64, out: &mut Vec<u8>) {
 }
 
 /// A fixed32/fixed64 field holding `value`; left out when zero.
-fn fixed_len(tag: u32, width: usize, value: u64) -> usize {
-    match value {
-        0 => 0,
-        _ => key_len(tag) + width,
-    }
-}
-
 fn put_fixed32(tag: u32, value: u32, out: &mut Vec<u8>) {
     if value != 0 {
         encode_key(tag, WireType::ThirtyTwoBit, out);
@@ -641,9 +653,34 @@ mod tests {
     #[test]
     fn a_reused_buffer_holds_only_the_new_request() {
         let a = resource("a", 1);
-        let groups = group_by_resource(vec![span(&a, 1), span(&a, 2)]);
+        let b = resource("b", 2);
+        let mut encoder = RequestEncoder::default();
         let mut out = b"left over from an earlier batch".repeat(100);
-        encode_request(&groups, &mut out);
-        assert_same_bytes(&out, &reference_request(&groups));
+        let big = group_by_resource(vec![span(&a, 1), span(&b, 2), span(&a, 3)]);
+        encoder.encode(&big, &mut out);
+        assert_same_bytes(&out, &reference_request(&big));
+        let small = group_by_resource(vec![span(&b, 4)]);
+        encoder.encode(&small, &mut out);
+        assert_same_bytes(&out, &reference_request(&small));
+    }
+
+    #[test]
+    fn spans_whose_lengths_take_one_two_or_three_bytes_match_prost() {
+        let res = resource("svc", 1);
+        let mut tiny = span(&res, 1);
+        tiny.attributes.clear();
+        tiny.trace_state = None;
+        tiny.status = SpanStatus::Unset;
+        let mut huge = span(&res, 2);
+        huge.attributes
+            .push(("db.query.text", AttrValue::Str("x".repeat(20_000))));
+        for (spans, width) in [(vec![tiny], 1), (vec![span(&res, 3)], 2), (vec![huge], 3)] {
+            let len = reference_span(spans[0].clone()).encoded_len();
+            assert_eq!(encoded_len_varint(len as u64), width, "{len}");
+            let mut mixed = spans;
+            mixed.push(span(&res, 4));
+            let groups = group_by_resource(mixed);
+            assert_same_bytes(&encoded(&groups), &reference_request(&groups));
+        }
     }
 }

@@ -34,6 +34,7 @@ pub struct OtlpExporter {
     last_rejection_log: Option<Instant>,
     /// The last request's buffer, taken back once sent and encoded into again.
     spare: Vec<u8>,
+    encoder: encode::RequestEncoder,
 }
 
 /// A request buffer larger than this is let go after use rather than kept for the next batch.
@@ -72,6 +73,7 @@ impl OtlpExporter {
             settings: settings.clone(),
             last_rejection_log: None,
             spare: Vec::new(),
+            encoder: encode::RequestEncoder::default(),
         })
     }
 
@@ -128,7 +130,8 @@ impl SpanExporter for OtlpExporter {
         let deadline = Instant::now() + self.settings.timeout;
         let total = batch.len();
         let mut buffer = std::mem::take(&mut self.spare);
-        encode::encode_request(&encode::group_by_resource(batch), &mut buffer);
+        self.encoder
+            .encode(&encode::group_by_resource(batch), &mut buffer);
         let request = Bytes::from(buffer);
         let sent = self.send_with_retries(&request, deadline);
         // Every clone handed to the transport is gone by now, so the buffer comes back whole.

@@ -3,9 +3,11 @@
 //! Everything here works on borrowed bytes; the only allocations are the few bounded strings a
 //! parsed head carries.
 
+use std::borrow::Cow;
+
 use memchr::{memchr, memchr_iter, memrchr};
 
-use crate::protocols::Flow;
+use crate::protocols::{Flow, method_text};
 
 /// Methods accepted where we have no framing to trust (connection detection, resynchronisation).
 /// Once in sync, any method token is accepted (WebDAV and friends).
@@ -37,7 +39,7 @@ pub(super) struct Head {
 #[derive(Debug)]
 pub(super) enum StartLine {
     Request {
-        method: String,
+        method: Cow<'static, str>,
         target: String,
         /// "1.0", "1.1", or "" when the line was cut before the version.
         version: &'static str,
@@ -289,7 +291,7 @@ struct RequestLine<'a> {
 
 fn request_start(line: RequestLine<'_>) -> StartLine {
     StartLine::Request {
-        method: bounded_string(line.method, MAX_METHOD_LEN),
+        method: method_text(line.method, |m| bounded_string(m, MAX_METHOD_LEN)),
         target: bounded_string(line.target, MAX_TARGET_LEN),
         version: line.version,
     }

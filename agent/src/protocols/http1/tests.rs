@@ -44,7 +44,7 @@ fn simple_exchange_fields_and_timing() {
     let expected = HttpExchange {
         method: "GET".into(),
         target: "/index.html?q=1".into(),
-        version: "1.1".into(),
+        version: "1.1",
         host: Some("example.com".into()),
         user_agent: Some("curl/8.5.0".into()),
         status: Some(200),
