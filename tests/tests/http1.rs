@@ -2,9 +2,11 @@
 
 mod common;
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
-use common::{Agent, curl, python_service, require_capture, serial, servers, workload};
+use common::{
+    Agent, KeepaliveClient, StatsFile, curl, python_service, require_capture, serial, servers,
+};
 use periscope_tests::{OtlpReceiver, ReceivedSpan, Transport};
 
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -262,29 +264,12 @@ fn export_traffic_is_never_traced() {
 /// with addresses and roles recovered from /proc.
 #[test]
 fn connection_opened_before_the_agent() {
-    use std::io::{BufRead as _, BufReader, Write as _};
-    use std::process::Stdio;
-
     require_capture!();
     let _serial = serial();
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
     let (_server, port) = python_service::<&str>("shop.py", &[]);
-    let mut client = Command::new("python3")
-        .arg(workload("keepalive_client.py"))
-        .args(["127.0.0.1", &port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = client.stdin.take().unwrap();
-    let mut stdout = BufReader::new(client.stdout.take().unwrap());
-    let mut ask = |path: &str| {
-        writeln!(stdin, "{path}").unwrap();
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        assert!(line.starts_with(path), "{line}");
-    };
-    ask("/items/before");
+    let mut client = KeepaliveClient::connect(port);
+    client.ask("/items/before");
     let agent = Agent::start(
         &["--exe", "shop.py", "--exe", "keepalive_client.py"],
         &[
@@ -292,11 +277,10 @@ fn connection_opened_before_the_agent() {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ],
     );
-    ask("/items/after");
-    ask("/items/again");
-    ask("/items/third");
-    drop(stdin);
-    let _ = client.wait();
+    client.ask("/items/after");
+    client.ask("/items/again");
+    client.ask("/items/third");
+    client.close();
     let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 6);
     agent.stop();
     assert!(find(&spans, "server", "GET /items/before").is_empty());
@@ -319,15 +303,11 @@ fn connection_opened_before_the_agent() {
 /// become the right spans, and the stats count the copies cut short.
 #[test]
 fn large_keepalive_responses_are_copied_only_as_far_as_their_heads() {
-    use std::io::{BufRead as _, BufReader, Write as _};
-    use std::process::Stdio;
-
     require_capture!();
     let _serial = serial();
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
     let (_server, port) = python_service::<&str>("shop.py", &[]);
-    let stats_file =
-        std::env::temp_dir().join(format!("periscope-capped-{}.json", std::process::id()));
+    let stats_file = StatsFile::new("capped");
     let agent = Agent::start(
         &[
             "--exe",
@@ -335,27 +315,16 @@ fn large_keepalive_responses_are_copied_only_as_far_as_their_heads() {
             "--exe",
             "keepalive_client.py",
             "--stats-file",
-            stats_file.to_str().unwrap(),
+            stats_file.path(),
         ],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ],
     );
-    let mut client = Command::new("python3")
-        .arg(workload("keepalive_client.py"))
-        .args(["127.0.0.1", &port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = client.stdin.take().unwrap();
-    let mut stdout = BufReader::new(client.stdout.take().unwrap());
+    let mut client = KeepaliveClient::connect(port);
     let mut ask = |path: &str| {
-        writeln!(stdin, "{path}").unwrap();
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        assert!(line.starts_with(path), "{line}");
+        client.ask(path);
         // Time for the agent to read the exchange, as it would under steady traffic.
         std::thread::sleep(Duration::from_millis(60));
     };
@@ -366,8 +335,7 @@ fn large_keepalive_responses_are_copied_only_as_far_as_their_heads() {
     ask("/fail");
     ask("/items/7");
     ask("/blob?kb=64");
-    drop(stdin);
-    let _ = client.wait();
+    client.close();
     let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 26);
     agent.stop();
 
@@ -385,10 +353,7 @@ fn large_keepalive_responses_are_copied_only_as_far_as_their_heads() {
         let item = one(&spans, kind, "GET /items/7");
         assert_eq!(item.int_attr("http.response.status_code"), Some(200));
     }
-    let stats: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&stats_file).expect("stats file"))
-            .expect("stats JSON");
-    let _ = std::fs::remove_file(&stats_file);
+    let stats = stats_file.read();
     let capped = stats["kernel"]["payload_capped"].as_u64().unwrap_or(0);
     assert!(
         capped >= 4,
@@ -496,14 +461,13 @@ fn peeked_reads_spliced_writes_and_bodies_ended_by_close() {
     let _serial = serial();
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
     let (_server, port) = python_service::<&str>("odd_io_server.py", &[]);
-    let stats_file =
-        std::env::temp_dir().join(format!("periscope-odd-io-{}.json", std::process::id()));
+    let stats_file = StatsFile::new("odd-io");
     let agent = Agent::start(
         &[
             "--exe",
             "odd_io_server.py",
             "--stats-file",
-            stats_file.to_str().unwrap(),
+            stats_file.path(),
         ],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
@@ -532,10 +496,7 @@ fn peeked_reads_spliced_writes_and_bodies_ended_by_close() {
     assert_eq!(peek.int_attr("http.response.status_code"), Some(200));
     let until_close = one(&spans, "server", "GET /until-close");
     assert_eq!(until_close.int_attr("http.response.status_code"), Some(200));
-    let stats: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&stats_file).expect("stats file"))
-            .expect("stats JSON");
-    let _ = std::fs::remove_file(&stats_file);
+    let stats = stats_file.read();
     let unwatched = stats["kernel"]["unwatched_socket_io"].as_u64();
     assert!(
         unwatched.is_some_and(|n| n >= 1),

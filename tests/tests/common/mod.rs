@@ -271,3 +271,65 @@ pub fn curl(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `workloads/keepalive_client.py`: one HTTP/1.1 connection, a GET per [`KeepaliveClient::ask`].
+pub struct KeepaliveClient {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl KeepaliveClient {
+    pub fn connect(port: u16) -> KeepaliveClient {
+        let mut child = Command::new("python3")
+            .arg(workload("keepalive_client.py"))
+            .args(["127.0.0.1", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 keepalive_client.py");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("client stdout"));
+        KeepaliveClient {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// GET `path` on the connection and wait for the response.
+    pub fn ask(&mut self, path: &str) {
+        use std::io::Write as _;
+        let stdin = self.stdin.as_mut().expect("client still open");
+        writeln!(stdin, "{path}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert!(line.starts_with(path), "{line}");
+    }
+
+    /// Close the connection and wait for the client to exit.
+    pub fn close(mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// A path for the agent's `--stats-file`, removed once read.
+pub struct StatsFile(PathBuf);
+
+impl StatsFile {
+    pub fn new(tag: &str) -> StatsFile {
+        StatsFile(std::env::temp_dir().join(format!("periscope-{tag}-{}.json", std::process::id())))
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("temp paths are UTF-8")
+    }
+
+    /// What the agent wrote at exit.
+    pub fn read(self) -> serde_json::Value {
+        let text = std::fs::read_to_string(&self.0).expect("stats file");
+        let _ = std::fs::remove_file(&self.0);
+        serde_json::from_str(&text).expect("stats JSON")
+    }
+}
