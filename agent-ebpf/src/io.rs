@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{EVENTS, SCRATCH, SOCKS, WAKE_ARMED, config, count, is_traced, wakeup_flags},
+    maps::{EVENTS, SCRATCH, SOCKS, arm_wakeup, config, count, is_traced, wakeup_flags},
     syscalls::current_data_syscall,
     tls,
 };
@@ -193,7 +193,7 @@ pub fn emit_payload(p: &Payload) {
     };
     emit(event, captured);
     if direction == Direction::Ingress as u8 && tuple.role == Role::Client as u8 {
-        let _ = WAKE_ARMED.insert(pid_tgid as u32, 1, 0);
+        arm_wakeup(pid_tgid as u32);
     }
 }
 

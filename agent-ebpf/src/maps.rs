@@ -90,6 +90,32 @@ pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(65536
 #[map]
 pub static WAKE_ARMED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65536, 0);
 
+/// Set once any thread was armed in `WAKE_ARMED`. Until then (and for good on a host whose
+/// traced programs only serve) a wake-up leaves after this array load, which the verifier
+/// inlines, instead of a hash lookup through a helper call: 171 ns a wake-up on nginx before.
+#[map]
+static WAKE_EVER_ARMED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Arm `tid`: its next wake-up of another thread is reported.
+#[inline(always)]
+pub fn arm_wakeup(tid: u32) {
+    if let Some(flag) = WAKE_EVER_ARMED.get_ptr_mut(0) {
+        // SAFETY: a plain word; racing writers all write 1.
+        unsafe {
+            if *flag == 0 {
+                *flag = 1;
+            }
+        }
+    }
+    let _ = WAKE_ARMED.insert(tid, 1, 0);
+}
+
+/// Whether any thread may be armed.
+#[inline(always)]
+pub fn wakeups_armed() -> bool {
+    WAKE_EVER_ARMED.get(0).is_some_and(|flag| *flag != 0)
+}
+
 /// Scratch space for one data record per CPU: too large for the 512-byte BPF stack.
 #[map]
 pub static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);

@@ -7,7 +7,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::maps::{EVENTS, SELECTED_COMMS, TRACED_PIDS, WAKE_ARMED, config, count, wakeup_flags};
+use crate::maps::{
+    EVENTS, SELECTED_COMMS, TRACED_PIDS, WAKE_ARMED, config, count, wakeup_flags, wakeups_armed,
+};
 
 /// Exec records wake userspace at once: it must read the new program's identity from /proc
 /// while the process lives (a short-lived client may be gone within milliseconds).
@@ -83,8 +85,12 @@ pub fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
 
 /// `sched:sched_wakeup`, in the waker's context: a thread that just read a response on a client
 /// connection wakes another — report the pair once, so userspace can tell which request a
-/// worker thread's call belonged to. Costs one map lookup per wake-up otherwise.
+/// worker thread's call belonged to. Costs one map lookup per wake-up otherwise (none at all
+/// until some thread was armed).
 pub fn try_wakeup(ctx: &TracePointContext) -> Result<(), i64> {
+    if !wakeups_armed() {
+        return Ok(());
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let waker = pid_tgid as u32;
     // SAFETY: presence test only.
