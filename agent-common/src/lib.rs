@@ -136,6 +136,18 @@ pub struct SockInfo {
     /// A [`Direction`], or 0 for none.
     pub capped_direction: u8,
     pub _pad: u8,
+    /// With a cap, in a vectored syscall: no further buffer is begun once this many bytes are
+    /// copied (0: no such stop).
+    pub capped_whole_buffers: u16,
+    pub _pad2: [u8; 6],
+}
+
+/// A socket's cap for one direction (see [`SockInfo::cap_for`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cap {
+    pub bytes: u32,
+    /// Begin no further iovec buffer once this many bytes are in.
+    pub whole_buffers: u32,
 }
 
 impl SockInfo {
@@ -147,16 +159,24 @@ impl SockInfo {
             capped_bytes: 0,
             capped_direction: 0,
             _pad: 0,
+            capped_whole_buffers: 0,
+            _pad2: [0; 6],
         }
     }
 
-    /// The most to copy of a syscall moving `direction` (a [`Direction`] value), if capped.
-    pub const fn cap_for(&self, direction: u8) -> Option<u32> {
-        if self.capped_bytes != 0 && self.capped_direction == direction {
-            Some(self.capped_bytes as u32)
-        } else {
-            None
+    /// How a syscall moving `direction` (a [`Direction`] value) is capped, if it is.
+    pub const fn cap_for(&self, direction: u8) -> Option<Cap> {
+        if self.capped_bytes == 0 || self.capped_direction != direction {
+            return None;
         }
+        Some(Cap {
+            bytes: self.capped_bytes as u32,
+            whole_buffers: if self.capped_whole_buffers == 0 {
+                u32::MAX
+            } else {
+                self.capped_whole_buffers as u32
+            },
+        })
     }
 }
 
@@ -365,7 +385,7 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ConnTuple>(), 2 + 2 + 2 + 1 + 1 + 16 + 16);
-        assert_eq!(size_of::<SockInfo>(), 40 + 4 + 2 + 1 + 1);
+        assert_eq!(size_of::<SockInfo>(), 40 + 4 + 2 + 1 + 1 + 2 + 6);
         assert_eq!(size_of::<DataEventHeader>(), 4 + 4 + 8 * 4 + 4 + 4 + 40);
         assert_eq!(size_of::<CloseEvent>(), 4 + 4 + 8 * 2);
         assert_eq!(size_of::<ProcessEvent>(), 4 + 4 + 8);

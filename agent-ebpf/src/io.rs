@@ -152,10 +152,12 @@ pub fn emit_payload(p: &Payload) {
     let sock_info = claim_socket(sock, (pid_tgid >> 32) as u32);
     let mut limit = config!(capture_bytes);
     let mut capped = false;
+    let mut whole_buffers = u32::MAX;
     if let Some(cap) = sock_info.cap_for(direction)
-        && cap < limit
+        && cap.bytes < limit
     {
-        limit = cap;
+        limit = cap.bytes;
+        whole_buffers = cap.whole_buffers;
         capped = true;
     }
     let mut want = if total < limit { total } else { limit };
@@ -172,7 +174,7 @@ pub fn emit_payload(p: &Payload) {
     let captured = if buf != 0 {
         copy_buffer(&mut event.payload, buf, want)
     } else if iov != 0 {
-        copy_iovecs(&mut event.payload, iov, iovcnt, want)
+        copy_iovecs(&mut event.payload, iov, iovcnt, want, whole_buffers)
     } else {
         0
     };
@@ -274,12 +276,21 @@ struct IovecCopy {
     /// The first `prefetched` entries as (base, len) pairs.
     entries: [[u64; 2]; PREFETCHED_IOVECS as usize],
     prefetched: u32,
-    _pad: u32,
+    /// No further entry is begun once this many bytes are in.
+    whole_buffers: u32,
 }
 
-/// Copy up to `want` bytes spread over a user iovec array, in order. The loop runs in
-/// `bpf_loop` so the verifier checks its body once, whatever the number of entries.
-fn copy_iovecs(payload: &mut [u8; MAX_CAPTURE * 2], iov: u64, iovcnt: u32, want: u32) -> u32 {
+/// Copy up to `want` bytes spread over a user iovec array, in order, beginning no entry once
+/// `whole_buffers` bytes are in (a decoder that needs only a message's head, which nginx for
+/// one writes as an entry of its own, is spared reading the body's). The loop runs in `bpf_loop`
+/// so the verifier checks its body once, whatever the number of entries.
+fn copy_iovecs(
+    payload: &mut [u8; MAX_CAPTURE * 2],
+    iov: u64,
+    iovcnt: u32,
+    want: u32,
+    whole_buffers: u32,
+) -> u32 {
     let mut state = IovecCopy {
         payload: payload.as_mut_ptr(),
         iov,
@@ -289,7 +300,7 @@ fn copy_iovecs(payload: &mut [u8; MAX_CAPTURE * 2], iov: u64, iovcnt: u32, want:
         failed: 0,
         entries: [[0; 2]; PREFETCHED_IOVECS as usize],
         prefetched: 0,
-        _pad: 0,
+        whole_buffers,
     };
     let mut first = iovcnt;
     if first > PREFETCHED_IOVECS {
@@ -351,7 +362,7 @@ extern "C" fn copy_one_iovec(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 /// fault).
 #[inline(always)]
 fn copy_entry(state: &mut IovecCopy, index: u64) -> bool {
-    if index >= state.iovcnt as u64 || state.off >= state.want {
+    if index >= state.iovcnt as u64 || state.off >= state.want || state.off >= state.whole_buffers {
         return true;
     }
     let [base, len] = if index < state.prefetched as u64 {

@@ -366,6 +366,64 @@ fn large_keepalive_responses_are_copied_only_as_far_as_their_heads() {
     );
 }
 
+/// nginx writes a response's head and body as two buffers of one `writev`. Once the copies are
+/// narrowed, the kernel reads the head's buffer alone; the spans stay right.
+#[test]
+fn nginx_keepalive_responses_are_copied_as_far_as_their_heads() {
+    require_capture!();
+    let _serial = serial();
+    let site = servers::NginxSite::prepare("nginx-capped", servers::Listen::Http, "");
+    site.add_file("big.html", &"x".repeat(32 * 1024));
+    let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
+    let stats_file = StatsFile::new("nginx-capped");
+    let agent = Agent::start(
+        &["--exe", "nginx", "--stats-file", stats_file.path()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
+    );
+    let _nginx = site.start();
+    let mut client = KeepaliveClient::connect(site.port);
+    for path in ["/big.html"; 8]
+        .into_iter()
+        .chain(["/missing.html", "/index.html"])
+    {
+        client.ask(path);
+        // Time for the agent to read the exchange, as it would under steady traffic.
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    client.close();
+    let port = Some(site.port as i64);
+    let ours = |s: &&ReceivedSpan| s.int_attr("server.port") == port;
+    let spans = receiver.wait_for(Duration::from_secs(20), |s| {
+        s.iter().filter(ours).count() >= 10
+    });
+    agent.stop();
+    let spans: Vec<ReceivedSpan> = spans.iter().filter(ours).cloned().collect();
+    let big = find(&spans, "server", "GET /big.html");
+    assert_eq!(big.len(), 8, "{spans:#?}");
+    assert!(
+        big.iter()
+            .all(|s| s.int_attr("http.response.status_code") == Some(200))
+    );
+    let missing = one(&spans, "server", "GET /missing.html");
+    assert_eq!(missing.int_attr("http.response.status_code"), Some(404));
+    let index = one(&spans, "server", "GET /index.html");
+    assert_eq!(index.int_attr("http.response.status_code"), Some(200));
+    let stats = stats_file.read();
+    let capped = stats["kernel"]["payload_capped"].as_u64().unwrap_or(0);
+    assert!(
+        capped >= 1,
+        "later responses should be copied only in part: {stats:#}"
+    );
+    assert_eq!(
+        stats["streams"]["resync_skips"].as_u64(),
+        Some(0),
+        "{stats:#}"
+    );
+}
+
 /// No endpoint configured: finished traces are printed as trees.
 #[test]
 fn terminal_tree_without_backend() {

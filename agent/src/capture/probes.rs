@@ -13,6 +13,7 @@ use aya::{
 use serde::Serialize;
 
 use super::{streams::CaptureChange, syscalls, tracefs};
+use crate::protocols::PrefixNeed;
 
 /// The kernel object built by `agent/build.rs`.
 static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -215,8 +216,13 @@ impl SocketCaps {
         let Ok(mut info) = self.map.get(&change.sock, 0) else {
             return;
         };
-        info.capped_bytes = change.bytes;
-        info.capped_direction = if change.bytes == 0 {
+        let need = change.need.unwrap_or(PrefixNeed {
+            bytes: 0,
+            whole_buffers: 0,
+        });
+        info.capped_bytes = need.bytes;
+        info.capped_whole_buffers = need.whole_buffers;
+        info.capped_direction = if need.bytes == 0 {
             0
         } else {
             change.direction as u8

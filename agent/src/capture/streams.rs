@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::{events::DataEvent, procnet, self_traffic::SelfTraffic};
 use crate::process_counts::ProcessCounts;
-use crate::protocols::{self, Chunk, Exchange, Flow, Protocol, RequestStarted, Session};
+use crate::protocols::{
+    self, Chunk, Exchange, Flow, PrefixNeed, Protocol, RequestStarted, Session,
+};
 
 /// How many chunks may go by without a recognised protocol before a connection is ignored.
 const DETECTION_CHUNKS: u8 = 4;
@@ -45,7 +47,7 @@ struct Connection {
     state: DecodeState,
     last_seen_ns: u64,
     /// The response prefix last asked of the kernel (`None`: the configured one).
-    response_bytes: Option<u16>,
+    response_prefix: Option<PrefixNeed>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -83,8 +85,8 @@ pub struct Connections {
 pub struct CaptureChange {
     pub sock: u64,
     pub direction: Direction,
-    /// 0: the configured prefix.
-    pub bytes: u16,
+    /// `None`: the configured prefix.
+    pub need: Option<PrefixNeed>,
 }
 
 #[derive(Default)]
@@ -128,7 +130,7 @@ impl Connections {
         }
     }
 
-    /// Changes to capture prefixes since the last call (see `Session::response_bytes_needed`).
+    /// Changes to capture prefixes since the last call (see `Session::response_prefix_needed`).
     pub fn take_capture_changes(&mut self) -> std::vec::Drain<'_, CaptureChange> {
         self.capture_changes.drain(..)
     }
@@ -260,7 +262,7 @@ impl Connection {
             },
             state: DecodeState::Detecting { chunks_seen: 0 },
             last_seen_ns: ev.exit_ns,
-            response_bytes: None,
+            response_prefix: None,
         }
     }
 
@@ -269,18 +271,18 @@ impl Connection {
         let DecodeState::Decoding(session) = &self.state else {
             return None;
         };
-        let wanted = session.response_bytes_needed();
-        if wanted == self.response_bytes {
+        let wanted = session.response_prefix_needed();
+        if wanted == self.response_prefix {
             return None;
         }
         let direction = [Direction::Ingress, Direction::Egress]
             .into_iter()
             .find(|&d| flow_of(self.meta.role, d) == Some(Flow::Response))?;
-        self.response_bytes = wanted;
+        self.response_prefix = wanted;
         Some(CaptureChange {
             sock: self.meta.sock,
             direction,
-            bytes: wanted.unwrap_or(0),
+            need: wanted,
         })
     }
 
@@ -460,7 +462,10 @@ mod tests {
             let narrowed = CaptureChange {
                 sock: 0xabc0,
                 direction: answers,
-                bytes: 512,
+                need: Some(PrefixNeed {
+                    bytes: 512,
+                    whole_buffers: response.len() as u16 - 4,
+                }),
             };
             assert_eq!(changes, [narrowed], "{role:?}");
             connections.on_data(&event(role, asks, request, request.len()), &mut out);
@@ -469,7 +474,7 @@ mod tests {
             assert_eq!(
                 restored,
                 [CaptureChange {
-                    bytes: 0,
+                    need: None,
                     ..narrowed
                 }],
                 "{role:?}"

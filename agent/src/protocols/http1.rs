@@ -27,7 +27,8 @@ use self::head::{ContentLength, Head, StartLine, TransferEncoding};
 use self::reader::{Event, Framing, Input, Reader};
 use self::response_need::ResponseNeed;
 use super::{
-    Chunk, Exchange, ExchangeDetail, Flow, HttpExchange, Protocol, RequestStarted, Session,
+    Chunk, Exchange, ExchangeDetail, Flow, HttpExchange, PrefixNeed, Protocol, RequestStarted,
+    Session,
 };
 
 /// Requests queued without a response; beyond this the oldest is emitted unanswered.
@@ -354,11 +355,11 @@ impl Session for Http1Session {
         self.requests.take_skips() + self.responses.take_skips()
     }
 
-    fn response_bytes_needed(&self) -> Option<u16> {
+    fn response_prefix_needed(&self) -> Option<PrefixNeed> {
         if self.switched_protocols {
             return None;
         }
-        self.response_need.bytes()
+        self.response_need.prefix()
     }
 
     /// End times come from the last chunk seen of each message: the close carries no bytes.

@@ -173,11 +173,21 @@ pub trait Session: Send {
         0
     }
     /// Once the decoder has learned that a prefix of each syscall's bytes in the response flow
-    /// tells it everything it needs: that prefix's length. The kernel then copies no more of
-    /// them. `None` (the default) asks for the configured prefix.
-    fn response_bytes_needed(&self) -> Option<u16> {
+    /// tells it everything it needs: that prefix. The kernel then copies no more of them.
+    /// `None` (the default) asks for the configured prefix.
+    fn response_prefix_needed(&self) -> Option<PrefixNeed> {
         None
     }
+}
+
+/// The part of each syscall's bytes in one flow that a decoder needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixNeed {
+    /// At most this many bytes.
+    pub bytes: u16,
+    /// In a vectored syscall, no buffer past the one holding this many bytes (a message head
+    /// of up to this length is then still whole).
+    pub whole_buffers: u16,
 }
 
 /// Every protocol, in detection order.

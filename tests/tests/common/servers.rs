@@ -233,6 +233,11 @@ impl NginxSite {
         NginxSite { port, dir, conf }
     }
 
+    /// Serve `contents` as `/NAME`.
+    pub fn add_file(&self, name: &str, contents: &str) {
+        std::fs::write(self.dir.join(name), contents).unwrap();
+    }
+
     /// Start nginx (master and one worker) on this site and wait for its port.
     pub fn start(&self) -> Program {
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]

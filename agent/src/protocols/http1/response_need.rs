@@ -9,6 +9,7 @@
 //! the learning for good, and the prefix goes back to the configured one.
 
 use super::reader::Framing;
+use crate::protocols::PrefixNeed;
 
 /// Responses that must look alike before the prefix is narrowed.
 const RESPONSES_BEFORE_NARROWING: u32 = 4;
@@ -43,15 +44,19 @@ impl ResponseNeed {
         self.given_up = true;
     }
 
-    /// The prefix of each response syscall the decoder needs, once it knows it needs no more.
-    pub fn bytes(&self) -> Option<u16> {
+    /// The prefix of each response syscall the decoder needs, once it knows it needs no more:
+    /// in a vectored write, also no buffer past the one where the longest head seen would end.
+    pub fn prefix(&self) -> Option<PrefixNeed> {
         if self.given_up || self.fitting < RESPONSES_BEFORE_NARROWING {
             return None;
         }
         let prefix = (self.longest_head * HEAD_GROWTH)
             .next_power_of_two()
             .max(MIN_PREFIX);
-        (prefix <= MAX_PREFIX).then_some(prefix as u16)
+        (prefix <= MAX_PREFIX).then_some(PrefixNeed {
+            bytes: prefix as u16,
+            whole_buffers: self.longest_head as u16,
+        })
     }
 }
 
@@ -64,13 +69,23 @@ mod tests {
         let mut need = ResponseNeed::default();
         for _ in 0..RESPONSES_BEFORE_NARROWING - 1 {
             need.observe(Some(240), Framing::Length(4096));
-            assert_eq!(need.bytes(), None, "too few responses to go by");
+            assert_eq!(
+                need.prefix().map(|p| p.bytes),
+                None,
+                "too few responses to go by"
+            );
         }
         need.observe(Some(180), Framing::NoBody);
-        assert_eq!(need.bytes(), Some(512));
+        assert_eq!(
+            need.prefix(),
+            Some(PrefixNeed {
+                bytes: 512,
+                whole_buffers: 240
+            })
+        );
         need.observe(Some(700), Framing::Length(0));
         assert_eq!(
-            need.bytes(),
+            need.prefix().map(|p| p.bytes),
             Some(2048),
             "twice the longest head, to a power of two"
         );
@@ -92,13 +107,17 @@ mod tests {
             for _ in 0..RESPONSES_BEFORE_NARROWING {
                 need.observe(Some(200), Framing::Length(10));
             }
-            assert_eq!(need.bytes(), Some(512));
+            assert_eq!(need.prefix().map(|p| p.bytes), Some(512));
             need.observe(len, framing);
-            assert_eq!(need.bytes(), None, "{len:?} {framing:?}");
+            assert_eq!(need.prefix().map(|p| p.bytes), None, "{len:?} {framing:?}");
             for _ in 0..10 {
                 need.observe(Some(200), Framing::Length(10));
             }
-            assert_eq!(need.bytes(), None, "given up for good: {len:?} {framing:?}");
+            assert_eq!(
+                need.prefix().map(|p| p.bytes),
+                None,
+                "given up for good: {len:?} {framing:?}"
+            );
         }
     }
 }

@@ -391,7 +391,11 @@ fn response_prefix_narrows_only_while_heads_alone_frame_the_responses() {
         let mut session = Http1Session::new();
         let mut out = Vec::new();
         for n in 0..4 {
-            assert_eq!(session.response_bytes_needed(), None, "after {n} responses");
+            assert_eq!(
+                session.response_prefix_needed().map(|p| p.bytes),
+                None,
+                "after {n} responses"
+            );
             feed(&mut session, &mut out, req(GET));
             // The body mostly uncaptured, as under a narrowed prefix.
             feed(
@@ -404,11 +408,11 @@ fn response_prefix_narrows_only_while_heads_alone_frame_the_responses() {
         (session, out)
     };
     let (mut session, mut out) = start();
-    assert_eq!(session.response_bytes_needed(), Some(512));
+    assert_eq!(session.response_prefix_needed().map(|p| p.bytes), Some(512));
     feed(&mut session, &mut out, req(GET));
     feed(&mut session, &mut out, resp(OK_HELLO));
     assert_eq!(
-        session.response_bytes_needed(),
+        session.response_prefix_needed().map(|p| p.bytes),
         Some(512),
         "a small answer fits too"
     );
@@ -433,12 +437,20 @@ fn response_prefix_narrows_only_while_heads_alone_frame_the_responses() {
         for step in steps {
             feed(&mut session, &mut out, step.clone());
         }
-        assert_eq!(session.response_bytes_needed(), None, "{steps:?}");
+        assert_eq!(
+            session.response_prefix_needed().map(|p| p.bytes),
+            None,
+            "{steps:?}"
+        );
         for _ in 0..8 {
             feed(&mut session, &mut out, req(GET));
             feed(&mut session, &mut out, resp(OK_HELLO));
         }
-        assert_eq!(session.response_bytes_needed(), None, "for good: {steps:?}");
+        assert_eq!(
+            session.response_prefix_needed().map(|p| p.bytes),
+            None,
+            "for good: {steps:?}"
+        );
         assert!(out.iter().all(|e| http(e).status == Some(200)));
     }
 }
