@@ -204,7 +204,7 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow:
     Ok(())
 }
 
-/// Where decoders' capture prefixes reach the kernel (see `Session::response_bytes_needed`).
+/// Where decoders' capture prefixes reach the kernel (see `Session::response_prefix_needed`).
 pub struct SocketCaps {
     map: BpfHashMap<MapData, u64, SockInfo>,
 }
