@@ -150,22 +150,17 @@ pub fn emit_payload(p: &Payload) {
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.
     let event = unsafe { &mut *event };
     let sock_info = claim_socket(sock, (pid_tgid >> 32) as u32);
-    let mut limit = config!(capture_bytes);
-    let mut capped = false;
-    let mut whole_buffers = u32::MAX;
-    if let Some(cap) = sock_info.cap_for(direction)
-        && cap.bytes < limit
-    {
-        limit = cap.bytes;
-        whole_buffers = cap.whole_buffers;
-        capped = true;
-    }
+    let configured = config!(capture_bytes);
+    let cap = sock_info
+        .cap_for(direction)
+        .filter(|cap| cap.bytes < configured);
+    let limit = cap.map_or(configured, |cap| cap.bytes);
     let mut want = if total < limit { total } else { limit };
     if want > MAX_CAPTURE as u32 {
         want = MAX_CAPTURE as u32;
     }
     if want < total {
-        count(if capped {
+        count(if cap.is_some() {
             Counter::PayloadCapped
         } else {
             Counter::PayloadTruncated
@@ -174,6 +169,7 @@ pub fn emit_payload(p: &Payload) {
     let captured = if buf != 0 {
         copy_buffer(&mut event.payload, buf, want)
     } else if iov != 0 {
+        let whole_buffers = cap.map_or(u32::MAX, |cap| cap.whole_buffers);
         copy_iovecs(&mut event.payload, iov, iovcnt, want, whole_buffers)
     } else {
         0

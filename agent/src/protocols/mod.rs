@@ -131,7 +131,8 @@ pub struct HttpExchange {
     pub reset: Option<String>,
 }
 
-/// The methods of RFC 9110 and PATCH, which need no copy of their own.
+/// The methods of RFC 9110 and PATCH: the only ones HTTP/1 detection trusts, and kept by an
+/// exchange without a copy of their own.
 pub const KNOWN_METHODS: [&str; 9] = [
     "GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "CONNECT", "TRACE",
 ];

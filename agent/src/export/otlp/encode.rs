@@ -109,11 +109,6 @@ impl RequestEncoder {
     }
 }
 
-/// [`RequestEncoder::encode`] with a working buffer of its own.
-pub fn encode_request(groups: &[(Arc<ProcessResource>, Vec<SpanRecord>)], out: &mut Vec<u8>) {
-    RequestEncoder::default().encode(groups, out);
-}
-
 /// Bytes kept for a span's length: spans are 128 bytes to 16 KiB long, whose lengths take two.
 const SPAN_LEN_BYTES: usize = 2;
 
@@ -472,7 +467,7 @@ mod tests {
 
     fn encoded(groups: &[(Arc<ProcessResource>, Vec<SpanRecord>)]) -> Vec<u8> {
         let mut out = Vec::new();
-        encode_request(groups, &mut out);
+        RequestEncoder::default().encode(groups, &mut out);
         out
     }
 

@@ -7,13 +7,13 @@ use std::borrow::Cow;
 
 use memchr::{memchr, memchr_iter, memrchr};
 
-use crate::protocols::{Flow, method_text};
+use crate::protocols::{Flow, KNOWN_METHODS, method_text};
 
 /// Methods accepted where we have no framing to trust (connection detection, resynchronisation).
 /// Once in sync, any method token is accepted (WebDAV and friends).
-const KNOWN_METHODS: [&[u8]; 9] = [
-    b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
-];
+fn known_methods() -> impl Iterator<Item = &'static [u8]> {
+    KNOWN_METHODS.iter().map(|m| m.as_bytes())
+}
 const MAX_METHOD_LEN: usize = 24;
 pub(super) const MAX_TARGET_LEN: usize = 2048;
 pub(super) const MAX_HEADER_VALUE_LEN: usize = 512;
@@ -78,8 +78,7 @@ pub(super) enum Prefix {
 /// Whether the first bytes of a connection start an HTTP/1.x message in `flow`.
 pub(super) fn detect(flow: Flow, first: &[u8]) -> bool {
     match flow {
-        Flow::Request => KNOWN_METHODS
-            .iter()
+        Flow::Request => known_methods()
             .any(|m| first.len() > m.len() && first.starts_with(m) && first[m.len()] == b' '),
         Flow::Response => first.starts_with(b"HTTP/1.0 ") || first.starts_with(b"HTTP/1.1 "),
     }
@@ -95,7 +94,7 @@ pub(super) fn detect(flow: Flow, first: &[u8]) -> bool {
 pub(super) fn chunk_starts_message(flow: Flow, data: &[u8], allow_prefix: bool) -> bool {
     let plausible = !data.is_empty()
         && match flow {
-            Flow::Request => KNOWN_METHODS.iter().any(|m| {
+            Flow::Request => known_methods().any(|m| {
                 let n = data.len().min(m.len());
                 data[..n] == m[..n] && data.get(m.len()).is_none_or(|&b| b == b' ')
             }),
@@ -110,7 +109,7 @@ pub(super) fn chunk_starts_message(flow: Flow, data: &[u8], allow_prefix: bool) 
             let line = strip_cr(&data[..nl]);
             match flow {
                 Flow::Request => {
-                    parse_request_line(line).is_some_and(|r| KNOWN_METHODS.contains(&r.method))
+                    parse_request_line(line).is_some_and(|r| known_methods().any(|m| m == r.method))
                 }
                 Flow::Response => parse_status_line(line).is_some(),
             }

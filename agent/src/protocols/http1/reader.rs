@@ -122,10 +122,6 @@ pub(super) struct Reader {
     skips: SkipCounter,
     /// Captured bytes of the chunk being read.
     chunk_len: usize,
-    /// The head being read began at the chunk's first byte.
-    head_at_chunk_start: bool,
-    /// See [`Event::Head`].
-    chunk_head_len: Option<usize>,
 }
 
 impl Reader {
@@ -141,8 +137,6 @@ impl Reader {
             chunk_last_ns: 0,
             skips: SkipCounter::default(),
             chunk_len: 0,
-            head_at_chunk_start: false,
-            chunk_head_len: None,
         }
     }
 
@@ -235,7 +229,7 @@ impl Reader {
                     let blank = input.data.iter().take_while(|b| matches!(b, b'\r' | b'\n'));
                     input.data = &input.data[blank.count()..];
                     if !input.data.is_empty() {
-                        self.begin_head(input.data.len() == self.chunk_len);
+                        self.begin_head();
                     } else if input.gap > 0 {
                         // A message starts in bytes we cannot see.
                         self.resync();
@@ -250,8 +244,11 @@ impl Reader {
                         self.resync();
                     }
                     HeadProgress::Cut => self.state = State::Abandoning,
-                    HeadProgress::Complete(parsed) => {
-                        if let Some(event) = self.report_head(parsed) {
+                    HeadProgress::Complete {
+                        parsed,
+                        chunk_head_len,
+                    } => {
+                        if let Some(event) = self.report_head(parsed, chunk_head_len) {
                             return Some(event);
                         }
                     }
@@ -262,7 +259,7 @@ impl Reader {
                     } else {
                         None
                     };
-                    if let Some(event) = self.report_head(parsed) {
+                    if let Some(event) = self.report_head(parsed, None) {
                         return Some(event);
                     }
                 }
@@ -340,10 +337,8 @@ impl Reader {
         self.skips.take()
     }
 
-    fn begin_head(&mut self, at_chunk_start: bool) {
+    fn begin_head(&mut self) {
         self.state = State::Head;
-        self.head_at_chunk_start = at_chunk_start;
-        self.chunk_head_len = None;
         self.head.clear();
         self.scan = HeadScan::default();
         self.message_start_ns = self.chunk_first_ns;
@@ -351,7 +346,11 @@ impl Reader {
     }
 
     /// Turns a parsed head into an event, or resyncs when there is nothing to report.
-    fn report_head(&mut self, parsed: Option<Head>) -> Option<Event> {
+    fn report_head(
+        &mut self,
+        parsed: Option<Head>,
+        chunk_head_len: Option<usize>,
+    ) -> Option<Event> {
         self.release_head();
         let Some(head) = parsed else {
             self.resync();
@@ -362,7 +361,7 @@ impl Reader {
         Some(Event::Head {
             head,
             start_ns: self.message_start_ns,
-            chunk_head_len: self.chunk_head_len.take(),
+            chunk_head_len,
         })
     }
 
@@ -380,17 +379,14 @@ impl Reader {
         let old_len = self.head.len();
         if old_len == 0 {
             // Usually the whole head is in one chunk: parse it where it is, copying nothing.
+            // (The head began in this very input: nothing was read since `begin_head`.)
             match self.scan.advance(self.flow, window, 0) {
                 Scan::Complete(len) => {
                     input.data = &data[len..];
-                    if self.head_at_chunk_start {
-                        self.chunk_head_len = Some(len);
-                    }
-                    return HeadProgress::Complete(head::parse_head(
-                        self.flow,
-                        &window[..len],
-                        false,
-                    ));
+                    return HeadProgress::Complete {
+                        parsed: head::parse_head(self.flow, &window[..len], false),
+                        chunk_head_len: (data.len() == self.chunk_len).then_some(len),
+                    };
                 }
                 Scan::Invalid => return HeadProgress::Invalid,
                 Scan::Incomplete => self.head.extend_from_slice(window),
@@ -401,7 +397,10 @@ impl Reader {
                 Scan::Complete(len) => {
                     self.head.truncate(len);
                     input.data = &data[len - old_len..];
-                    return HeadProgress::Complete(head::parse_head(self.flow, &self.head, false));
+                    return HeadProgress::Complete {
+                        parsed: head::parse_head(self.flow, &self.head, false),
+                        chunk_head_len: None,
+                    };
                 }
                 Scan::Invalid => return HeadProgress::Invalid,
                 Scan::Incomplete => {}
@@ -420,8 +419,12 @@ impl Reader {
 
 enum HeadProgress {
     NeedMore,
-    /// The block is complete (and was consumed); this is what it parsed to.
-    Complete(Option<Head>),
+    /// The block is complete (and was consumed); this is what it parsed to, and its length
+    /// when it began and ended in this chunk (see [`Event::Head`]).
+    Complete {
+        parsed: Option<Head>,
+        chunk_head_len: Option<usize>,
+    },
     Invalid,
     Cut,
 }
