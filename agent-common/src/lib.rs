@@ -95,7 +95,10 @@ pub const IPPROTO_TCP: u16 = 6;
 
 /// A TCP connection as seen from the traced process: local end first.
 /// Addresses are in network byte order (IPv4 in the first four bytes); ports in host order.
-#[repr(C)]
+///
+/// Aligned to 8 so that the kernel programs copy it (into every data record) in words: at the
+/// byte alignment of its address arrays, the BPF target copies it a byte at a time.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnTuple {
     /// `AF_INET`, `AF_INET6`, or 0 when the kernel side never saw the handshake.
@@ -312,6 +315,11 @@ pub const SYSCALL_NOT_DATA: u8 = 0;
 
 /// Entries of `SYSCALL_KINDS`: syscall numbers at or above it are never ours.
 pub const SYSCALL_KINDS_LEN: u32 = 512;
+
+/// Words of the `TRACED_PIDS_GENERATION` array: the kernel programs bump the first after each
+/// change they make to `TRACED_PIDS`, userspace the second ([`TRACED_PIDS_USER_GENERATION`]).
+pub const TRACED_PIDS_GENERATION_WORDS: u32 = 2;
+pub const TRACED_PIDS_USER_GENERATION: u32 = 1;
 
 /// Fields of a `sock:sock_send_length` / `sock:sock_recv_length` record. The data path runs on
 /// every socket send and receive of the host, so it loads them at fixed offsets, directly

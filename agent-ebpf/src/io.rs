@@ -6,6 +6,8 @@
 //! saved registers (see `syscalls`) and a bounded prefix of the bytes is copied. Files, pipes and
 //! UDP never get here, and untraced processes leave after the protocol check and one lookup.
 
+use core::mem::MaybeUninit;
+
 use agent_common::{
     AF_INET, AF_INET6, ConnTuple, Counter, DataEventHeader, Direction, EventKind, IPPROTO_TCP,
     MAX_CAPTURE, MAX_IOVECS, Role, SockInfo, sock_length_record,
@@ -149,11 +151,14 @@ pub fn emit_payload(p: &Payload) {
     };
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.
     let event = unsafe { &mut *event };
-    let sock_info = claim_socket(sock, (pid_tgid >> 32) as u32);
+    let info = claim_socket(sock, (pid_tgid >> 32) as u32);
+    // SAFETY: a map value, valid while this program runs.
+    let (cap, role) = match info {
+        Some(info) => unsafe { ((*info).cap_for(direction), (*info).tuple.role) },
+        None => (None, Role::Unknown as u8),
+    };
     let configured = config!(capture_bytes);
-    let cap = sock_info
-        .cap_for(direction)
-        .filter(|cap| cap.bytes < configured);
+    let cap = cap.filter(|cap| cap.bytes < configured);
     let limit = cap.map_or(configured, |cap| cap.bytes);
     let mut want = if total < limit { total } else { limit };
     if want > MAX_CAPTURE as u32 {
@@ -174,24 +179,40 @@ pub fn emit_payload(p: &Payload) {
     } else {
         0
     };
-    let tuple = sock_info.tuple;
-    event.header = DataEventHeader {
-        kind: EventKind::Data as u8,
-        direction,
-        syscall,
-        flags,
-        fd,
-        pid_tgid,
-        sock,
-        enter_ns,
-        exit_ns,
-        total_len: total,
-        captured_len: captured,
-        tuple,
-    };
+    let header = &mut event.header;
+    header.kind = EventKind::Data as u8;
+    header.direction = direction;
+    header.syscall = syscall;
+    header.flags = flags;
+    header.fd = fd;
+    header.pid_tgid = pid_tgid;
+    header.sock = sock;
+    header.enter_ns = enter_ns;
+    header.exit_ns = exit_ns;
+    header.total_len = total;
+    header.captured_len = captured;
+    match info {
+        // SAFETY: as above.
+        Some(info) => copy_tuple(&mut header.tuple, unsafe { &(*info).tuple }),
+        None => header.tuple = ConnTuple::UNKNOWN,
+    }
     emit(event, captured);
-    if direction == Direction::Ingress as u8 && tuple.role == Role::Client as u8 {
+    if direction == Direction::Ingress as u8 && role == Role::Client as u8 {
         arm_wakeup(pid_tgid as u32);
+    }
+}
+
+/// A tuple copied a word at a time. Copied as a value, it was split into its fields and its
+/// address arrays, which the BPF target moves a byte at a time: some 130 instructions a record.
+#[inline(always)]
+fn copy_tuple(dst: &mut ConnTuple, src: &ConnTuple) {
+    const WORDS: usize = size_of::<ConnTuple>() / 8;
+    let dst = (dst as *mut ConnTuple).cast::<u64>();
+    let src = (src as *const ConnTuple).cast::<u64>();
+    for i in 0..WORDS {
+        // SAFETY: ConnTuple is 8-aligned and WORDS words long; volatile keeps the compiler
+        // from turning the loop back into a byte copy.
+        unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };
     }
 }
 
@@ -199,7 +220,7 @@ pub fn emit_payload(p: &Payload) {
 /// (so that its close is reported to it). A socket whose handshake came before the agent is
 /// added here.
 #[inline(always)]
-fn claim_socket(sock: u64, tgid: u32) -> SockInfo {
+fn claim_socket(sock: u64, tgid: u32) -> Option<*const SockInfo> {
     match SOCKS.get_ptr_mut(sock) {
         Some(info) => {
             // SAFETY: an LRU entry written in place; a racing writer (another CPU, or userspace
@@ -209,13 +230,12 @@ fn claim_socket(sock: u64, tgid: u32) -> SockInfo {
                 if (*info).owner_tgid != tgid {
                     (*info).owner_tgid = tgid;
                 }
-                *info
             }
+            Some(info)
         }
         None => {
-            let info = SockInfo::new(ConnTuple::UNKNOWN, tgid);
-            let _ = SOCKS.insert(sock, info, 0);
-            info
+            let _ = SOCKS.insert(sock, SockInfo::new(ConnTuple::UNKNOWN, tgid), 0);
+            None
         }
     }
 }
@@ -287,6 +307,28 @@ fn copy_iovecs(
     want: u32,
     whole_buffers: u32,
 ) -> u32 {
+    // The entries are filled by the read below, never zeroed first: zeroing them (with the
+    // fields around them) compiled to a byte-at-a-time loop of some 300 instructions.
+    let mut entries = MaybeUninit::<[[u64; 2]; PREFETCHED_IOVECS as usize]>::uninit();
+    // A fixed-size read, so that the verifier sees every entry written. It may read past a
+    // shorter array, harmlessly; a fault (an array ending at an unmapped page) zeroes them all
+    // and every entry is then read alone.
+    // SAFETY: `entries` is exactly PREFETCHED_IOVECS × 16 bytes.
+    let rc = unsafe {
+        bpf_probe_read_user(
+            entries.as_mut_ptr().cast(),
+            PREFETCHED_IOVECS * 16,
+            iov as *const _,
+        )
+    };
+    let mut prefetched = 0;
+    if rc == 0 {
+        prefetched = if iovcnt < PREFETCHED_IOVECS {
+            iovcnt
+        } else {
+            PREFETCHED_IOVECS
+        };
+    }
     let mut state = IovecCopy {
         payload: payload.as_mut_ptr(),
         iov,
@@ -294,26 +336,11 @@ fn copy_iovecs(
         want,
         off: 0,
         failed: 0,
-        entries: [[0; 2]; PREFETCHED_IOVECS as usize],
-        prefetched: 0,
+        // SAFETY: the helper wrote all of it, the user's bytes or (on a fault) zeroes.
+        entries: unsafe { entries.assume_init() },
+        prefetched,
         whole_buffers,
     };
-    let mut first = iovcnt;
-    if first > PREFETCHED_IOVECS {
-        first = PREFETCHED_IOVECS;
-    }
-    // SAFETY: `entries` holds PREFETCHED_IOVECS pairs; at most that many are read. A fault (an
-    // array ending at an unmapped page) leaves `prefetched` at 0 and every entry is read alone.
-    let rc = unsafe {
-        bpf_probe_read_user(
-            state.entries.as_mut_ptr().cast(),
-            first * 16,
-            iov as *const _,
-        )
-    };
-    if rc == 0 {
-        state.prefetched = first;
-    }
     // The prefetched entries are copied in line; `bpf_loop` (a helper call, and an indirect
     // call per entry) takes over only for longer vectors.
     let mut stopped = false;
@@ -382,7 +409,11 @@ fn copy_entry(state: &mut IovecCopy, index: u64) -> bool {
     if n == 0 {
         return false;
     }
-    let at = (state.off as usize) & (MAX_CAPTURE - 1);
+    // Read as the verifier sees it: the compiler knows `off < want ≤ MAX_CAPTURE` and would
+    // drop the mask, which is the verifier's only proof that the copy stays in bounds.
+    // SAFETY: a plain field of `state`.
+    let off = unsafe { core::ptr::read_volatile(&raw const state.off) };
+    let at = (off as usize) & (MAX_CAPTURE - 1);
     // SAFETY: at < MAX_CAPTURE and n ≤ MAX_CAPTURE keep the copy inside the payload array,
     // which is 2 × MAX_CAPTURE long.
     let rc =

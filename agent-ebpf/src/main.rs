@@ -2,6 +2,9 @@
 //! returning `Result`; errors are dropped there because a tracepoint cannot report them.
 #![no_std]
 #![no_main]
+// The one atomic add (see `maps::traced_pids_changed`).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod io;
 mod maps;

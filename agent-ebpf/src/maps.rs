@@ -96,24 +96,41 @@ pub static WAKE_ARMED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65536,
 #[map]
 static WAKE_EVER_ARMED: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Arm `tid`: its next wake-up of another thread is reported.
+/// Set once any traced thread entered an OpenSSL read or write. Until then the data path skips
+/// looking its thread up among the SSL calls in flight.
+#[map]
+pub static TLS_EVER_ENTERED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Raise a flag that stays up.
 #[inline(always)]
-pub fn arm_wakeup(tid: u32) {
-    if let Some(flag) = WAKE_EVER_ARMED.get_ptr_mut(0) {
+pub fn raise(flag: &Array<u32>) {
+    if let Some(word) = flag.get_ptr_mut(0) {
         // SAFETY: a plain word; racing writers all write 1.
         unsafe {
-            if *flag == 0 {
-                *flag = 1;
+            if *word == 0 {
+                *word = 1;
             }
         }
     }
+}
+
+/// Whether a flag was ever raised.
+#[inline(always)]
+pub fn is_raised(flag: &Array<u32>) -> bool {
+    flag.get(0).is_some_and(|word| *word != 0)
+}
+
+/// Arm `tid`: its next wake-up of another thread is reported.
+#[inline(always)]
+pub fn arm_wakeup(tid: u32) {
+    raise(&WAKE_EVER_ARMED);
     let _ = WAKE_ARMED.insert(tid, 1, 0);
 }
 
 /// Whether any thread may be armed.
 #[inline(always)]
 pub fn wakeups_armed() -> bool {
-    WAKE_EVER_ARMED.get(0).is_some_and(|flag| *flag != 0)
+    is_raised(&WAKE_EVER_ARMED)
 }
 
 /// Scratch space for one data record per CPU: too large for the 512-byte BPF stack.
@@ -133,6 +150,46 @@ pub fn count(counter: agent_common::Counter) {
     }
 }
 
+/// Bumped after every change to `TRACED_PIDS`: word 0 by the programs here (atomically), word 1
+/// by userspace (its only writer). Their sum grows with every change, so a verdict cached under
+/// an older sum is never used after one.
+#[map]
+pub static TRACED_PIDS_GENERATION: Array<u64> =
+    Array::with_max_entries(agent_common::TRACED_PIDS_GENERATION_WORDS, 0);
+
+/// This CPU's last answer from `TRACED_PIDS`. A CPU mostly runs the same few processes, and a
+/// hash lookup cost about 40 ns of every socket event, traced or not.
+#[map]
+static LAST_VERDICT: PerCpuArray<TracedVerdict> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TracedVerdict {
+    generation: u64,
+    tgid: u32,
+    traced: u32,
+}
+
+/// Insert or remove in `TRACED_PIDS` done: cached verdicts are stale.
+#[inline(always)]
+pub fn traced_pids_changed() {
+    if let Some(word) = TRACED_PIDS_GENERATION.get_ptr_mut(0) {
+        // SAFETY: an array word; writers on other CPUs add atomically too. (The BPF target
+        // offers no atomic types, only the instruction, through this intrinsic.)
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                word, 1,
+            )
+        };
+    }
+}
+
+#[inline(always)]
+fn traced_pids_generation() -> u64 {
+    let word = |i| TRACED_PIDS_GENERATION.get(i).copied().unwrap_or(0);
+    word(0).wrapping_add(word(1))
+}
+
 /// Whether this process is selected for tracing.
 #[inline(always)]
 pub fn is_traced(tgid: u32) -> bool {
@@ -142,6 +199,23 @@ pub fn is_traced(tgid: u32) -> bool {
     if config!(filter_pids) == 0 {
         return true;
     }
-    // SAFETY: the value is only tested for presence.
-    unsafe { TRACED_PIDS.get(tgid).is_some() }
+    // Read before the lookup: a change after it bumps the generation past what is cached.
+    let generation = traced_pids_generation();
+    let Some(last) = LAST_VERDICT.get_ptr_mut(0) else {
+        // SAFETY: the value is only tested for presence.
+        return unsafe { TRACED_PIDS.get(tgid).is_some() };
+    };
+    // SAFETY: this CPU's slot; tracing programs do not nest on a CPU.
+    unsafe {
+        if (*last).tgid == tgid && (*last).generation == generation {
+            return (*last).traced != 0;
+        }
+        let traced = TRACED_PIDS.get(tgid).is_some();
+        *last = TracedVerdict {
+            generation,
+            tgid,
+            traced: traced as u32,
+        };
+        traced
+    }
 }

@@ -8,7 +8,8 @@ use aya_ebpf::{
 };
 
 use crate::maps::{
-    EVENTS, SELECTED_COMMS, TRACED_PIDS, WAKE_ARMED, config, count, wakeup_flags, wakeups_armed,
+    EVENTS, SELECTED_COMMS, TRACED_PIDS, WAKE_ARMED, config, count, traced_pids_changed,
+    wakeup_flags, wakeups_armed,
 };
 
 /// Exec records wake userspace at once: it must read the new program's identity from /proc
@@ -43,8 +44,8 @@ pub fn try_exec(_ctx: &TracePointContext) -> Result<(), i64> {
         && let Ok(comm) = bpf_get_current_comm()
     {
         // SAFETY: presence test only.
-        if unsafe { SELECTED_COMMS.get(comm) }.is_some() {
-            let _ = TRACED_PIDS.insert(tgid, 1, 0);
+        if unsafe { SELECTED_COMMS.get(comm) }.is_some() && TRACED_PIDS.insert(tgid, 1, 0).is_ok() {
+            traced_pids_changed();
         }
     }
     emit(EventKind::Exec, tgid);
@@ -58,7 +59,9 @@ pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     if tgid != pid_tgid as u32 {
         return Ok(());
     }
-    let _ = TRACED_PIDS.remove(tgid);
+    if TRACED_PIDS.remove(tgid).is_ok() {
+        traced_pids_changed();
+    }
     if tgid != config!(agent_tgid) {
         emit(EventKind::Exit, tgid);
     }
@@ -79,7 +82,9 @@ pub fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     let offset = config!(offsets.fork_child_pid) as usize;
     let child: i32 = unsafe { ctx.read_at(offset) }.map_err(i64::from)?;
     // A new thread also reports here with its thread id; as a tgid key it is never looked up.
-    let _ = TRACED_PIDS.insert(child as u32, 1, 0);
+    if TRACED_PIDS.insert(child as u32, 1, 0).is_ok() {
+        traced_pids_changed();
+    }
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use aya_ebpf::{
 
 use crate::{
     io::{Payload, emit_payload},
-    maps::{count, is_traced},
+    maps::{TLS_EVER_ENTERED, count, is_raised, is_traced, raise},
 };
 
 /// An SSL call between its entry and its return, keyed by pid_tgid.
@@ -74,6 +74,7 @@ pub fn try_enter(ctx: &ProbeContext, direction: Direction, ex: bool) -> Result<(
         direction: direction as u8,
         _pad: [0; 3],
     };
+    raise(&TLS_EVER_ENTERED);
     let _ = TLS_CALLS.insert(pid_tgid, call, 0);
     Ok(())
 }
@@ -140,6 +141,9 @@ pub fn try_return(ctx: &RetProbeContext, ex: bool) -> Result<(), i64> {
 /// Called from the data path: if this thread is inside an SSL call, the bytes are
 /// ciphertext of that SSL object's socket. Returns true when they must not be reported.
 pub fn note_socket(pid_tgid: u64, sock: u64, fd: i32) -> bool {
+    if !is_raised(&TLS_EVER_ENTERED) {
+        return false;
+    }
     let Some(call) = TLS_CALLS.get_ptr_mut(pid_tgid) else {
         return false;
     };

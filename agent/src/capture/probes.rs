@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use agent_common::{COUNTER_COUNT, CaptureConfig, Counter, MAX_CAPTURE, SockInfo};
+use agent_common::{
+    COUNTER_COUNT, CaptureConfig, Counter, MAX_CAPTURE, SockInfo, TRACED_PIDS_USER_GENERATION,
+};
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
@@ -140,12 +142,20 @@ impl Probes {
     }
 
     /// The selected-process table (used when filtering). Can be taken once.
-    pub fn take_traced_pids(&mut self) -> anyhow::Result<BpfHashMap<MapData, u32, u8>> {
+    pub fn take_traced_pids(&mut self) -> anyhow::Result<TracedPids> {
         let map = self
             .ebpf
             .take_map("TRACED_PIDS")
             .context("TRACED_PIDS map missing")?;
-        Ok(BpfHashMap::try_from(map)?)
+        let generation = self
+            .ebpf
+            .take_map("TRACED_PIDS_GENERATION")
+            .context("TRACED_PIDS_GENERATION map missing")?;
+        Ok(TracedPids {
+            pids: BpfHashMap::try_from(map)?,
+            generation: Array::try_from(generation)?,
+            user_generation: 0,
+        })
     }
 
     /// The kernel's socket table, for setting capture prefixes. Can be taken once.
@@ -202,6 +212,25 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow:
     tp.attach(category, name)
         .with_context(|| format!("attaching {program} to {category}:{name}"))?;
     Ok(())
+}
+
+/// The kernel's table of selected processes, as userspace adds to it.
+pub struct TracedPids {
+    pids: BpfHashMap<MapData, u32, u8>,
+    generation: Array<MapData, u64>,
+    /// Userspace's own word of the generation, which only it writes.
+    user_generation: u64,
+}
+
+impl TracedPids {
+    /// Select a process, then tell the programs that their cached verdicts are stale.
+    pub fn insert(&mut self, tgid: u32) -> anyhow::Result<()> {
+        self.pids.insert(tgid, 1, 0)?;
+        self.user_generation += 1;
+        self.generation
+            .set(TRACED_PIDS_USER_GENERATION, self.user_generation, 0)?;
+        Ok(())
+    }
 }
 
 /// Where decoders' capture prefixes reach the kernel (see `Session::response_prefix_needed`).

@@ -3,9 +3,7 @@
 
 use std::{collections::HashSet, fs, path::Path};
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
-
-use super::procnet;
+use super::{probes::TracedPids, procnet};
 
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
@@ -55,15 +53,11 @@ pub struct ProcessSelector {
     selection: Selection,
     agent_tgid: u32,
     traced: HashSet<u32>,
-    kernel_table: Option<BpfHashMap<MapData, u32, u8>>,
+    kernel_table: Option<TracedPids>,
 }
 
 impl ProcessSelector {
-    pub fn new(
-        selection: Selection,
-        agent_tgid: u32,
-        kernel_table: Option<BpfHashMap<MapData, u32, u8>>,
-    ) -> Self {
+    pub fn new(selection: Selection, agent_tgid: u32, kernel_table: Option<TracedPids>) -> Self {
         Self {
             selection,
             agent_tgid,
@@ -132,7 +126,7 @@ impl ProcessSelector {
 
     fn select(&mut self, tgid: u32) {
         if let Some(table) = self.kernel_table.as_mut()
-            && let Err(err) = table.insert(tgid, 1, 0)
+            && let Err(err) = table.insert(tgid)
         {
             log::warn!("cannot select process {tgid}: {err}");
             return;
