@@ -179,25 +179,13 @@ pub(super) fn parse_head(flow: Flow, buf: &[u8], partial: bool) -> Option<Head> 
     let first_nl = memchr(b'\n', buf);
     let first_line = strip_cr(&buf[..first_nl.unwrap_or(buf.len())]);
     let start = match (flow, first_nl) {
-        (Flow::Request, Some(_)) => request_start(parse_request_line(first_line)?),
+        (_, Some(_)) => parse_start_line(flow, first_line)?,
         (Flow::Request, None) if partial => request_start(parse_cut_request_line(first_line)?),
-        (Flow::Response, _) => {
-            // The status code sits in the first 12 bytes; a cut reason phrase does not matter.
-            let status = parse_status_line(first_line)?;
-            StartLine::Response { status }
-        }
+        // The status code sits in the first 12 bytes; a cut reason phrase does not matter.
+        (Flow::Response, None) => parse_start_line(flow, first_line)?,
         (Flow::Request, None) => return None,
     };
-    let mut head = Head {
-        start,
-        partial,
-        content_length: ContentLength::Absent,
-        transfer_encoding: TransferEncoding::Absent,
-        host: None,
-        user_agent: None,
-        traceparent: None,
-        tracestate: None,
-    };
+    let mut head = Head::new(start, partial);
     // Header lines are those between the first line and the last line end; anything after the
     // last line end is a cut line and is ignored.
     let (Some(first_nl), Some(last_nl)) = (first_nl, memrchr(b'\n', buf)) else {
@@ -214,7 +202,65 @@ pub(super) fn parse_head(flow: Flow, buf: &[u8], partial: bool) -> Option<Head> 
     Some(head)
 }
 
+/// What [`parse_whole_head`] found at the start of a buffer.
+pub(super) enum WholeHead {
+    /// A complete header block of this many bytes (blank line included), parsed.
+    Parsed(Head, usize),
+    /// The first line is complete and is no start line.
+    InvalidStart,
+    /// No blank line (or not even a whole first line) in the buffer.
+    NotWhole,
+}
+
+/// The usual case, a header block that starts the buffer and ends in it, parsed in one pass
+/// over its lines: it finds the blank line and fills the head on the way. The same lines count
+/// as for [`parse_head`] on the block found.
+pub(super) fn parse_whole_head(flow: Flow, buf: &[u8]) -> WholeHead {
+    let Some(first_nl) = memchr(b'\n', buf) else {
+        return WholeHead::NotWhole;
+    };
+    let Some(start) = parse_start_line(flow, strip_cr(&buf[..first_nl])) else {
+        return WholeHead::InvalidStart;
+    };
+    let mut head = Head::new(start, false);
+    let lines_from = first_nl + 1;
+    let mut line_start = lines_from;
+    for nl in memchr_iter(b'\n', &buf[lines_from..]) {
+        let end = lines_from + nl;
+        let line = strip_cr(&buf[line_start..end]);
+        if line.is_empty() {
+            return WholeHead::Parsed(head, end + 1);
+        }
+        head.add_header_line(flow, line);
+        line_start = end + 1;
+    }
+    WholeHead::NotWhole
+}
+
+/// A complete start line (without its line end), as the head's start.
+fn parse_start_line(flow: Flow, line: &[u8]) -> Option<StartLine> {
+    match flow {
+        Flow::Request => Some(request_start(parse_request_line(line)?)),
+        Flow::Response => Some(StartLine::Response {
+            status: parse_status_line(line)?,
+        }),
+    }
+}
+
 impl Head {
+    fn new(start: StartLine, partial: bool) -> Self {
+        Head {
+            start,
+            partial,
+            content_length: ContentLength::Absent,
+            transfer_encoding: TransferEncoding::Absent,
+            host: None,
+            user_agent: None,
+            traceparent: None,
+            tracestate: None,
+        }
+    }
+
     fn add_header_line(&mut self, flow: Flow, line: &[u8]) {
         // Empty lines end the block; lines starting with whitespace are obsolete folding.
         if line.first().is_none_or(|&b| b == b' ' || b == b'\t') {

@@ -6,7 +6,7 @@
 
 use memchr::memchr;
 
-use super::head::{self, Head, Prefix};
+use super::head::{self, Head, Prefix, WholeHead};
 use crate::protocols::{Flow, skips::SkipCounter};
 
 /// Largest header block buffered; beyond it the head is reported partial and the reader resyncs.
@@ -378,9 +378,22 @@ impl Reader {
         let window = &data[..data.len().min(MAX_HEAD_BYTES - self.head.len())];
         let old_len = self.head.len();
         if old_len == 0 {
-            // Usually the whole head is in one chunk: parse it where it is, copying nothing.
-            // (The head began in this very input: nothing was read since `begin_head`.)
+            // Usually the whole head is in one chunk: parse it where it is, copying nothing, in
+            // one pass. (The head began in this very input: nothing was read since
+            // `begin_head`.) Otherwise the scan takes over, chunk by chunk.
+            match head::parse_whole_head(self.flow, window) {
+                WholeHead::Parsed(parsed, len) => {
+                    input.data = &data[len..];
+                    return HeadProgress::Complete {
+                        parsed: Some(parsed),
+                        chunk_head_len: (data.len() == self.chunk_len).then_some(len),
+                    };
+                }
+                WholeHead::InvalidStart => return HeadProgress::Invalid,
+                WholeHead::NotWhole => {}
+            }
             match self.scan.advance(self.flow, window, 0) {
+                // Not expected after the one-pass parse found no blank line; kept exact anyway.
                 Scan::Complete(len) => {
                     input.data = &data[len..];
                     return HeadProgress::Complete {
