@@ -53,8 +53,17 @@ pub struct ProcessSelector {
     selection: Selection,
     agent_tgid: u32,
     traced: HashSet<u32>,
+    /// Processes whose program was found not to match by pid or name: what they run changes
+    /// only by an exec, which is reported (`on_exec`), so a rescan does not read their /proc
+    /// entries again. Forgotten when they exit, and all of it now and then, in case an exit
+    /// was lost and the pid reused.
+    not_matching: HashSet<u32>,
+    rescans_since_reset: u32,
     kernel_table: Option<TracedPids>,
 }
+
+/// Rescans after which `not_matching` is rebuilt from scratch.
+const NOT_MATCHING_KEPT_FOR: u32 = 60;
 
 impl ProcessSelector {
     pub fn new(selection: Selection, agent_tgid: u32, kernel_table: Option<TracedPids>) -> Self {
@@ -62,6 +71,8 @@ impl ProcessSelector {
             selection,
             agent_tgid,
             traced: HashSet::new(),
+            not_matching: HashSet::new(),
+            rescans_since_reset: 0,
             kernel_table,
         }
     }
@@ -90,12 +101,22 @@ impl ProcessSelector {
         } else {
             procnet::listening_inodes(&self.selection.ports.iter().copied().collect())
         };
+        self.rescans_since_reset += 1;
+        if self.rescans_since_reset >= NOT_MATCHING_KEPT_FOR {
+            self.rescans_since_reset = 0;
+            self.not_matching.clear();
+        }
         for tgid in all_pids() {
             if self.traced.contains(&tgid) || tgid == self.agent_tgid {
                 continue;
             }
-            let selected = self.selection.pids.contains(&tgid)
-                || self.selection.matches_exe(tgid)
+            let by_name = !self.not_matching.contains(&tgid)
+                && (self.selection.pids.contains(&tgid) || self.selection.matches_exe(tgid));
+            if !by_name {
+                self.not_matching.insert(tgid);
+            }
+            // Listening sockets come and go: checked on every rescan.
+            let selected = by_name
                 || (!listening.is_empty() && procnet::holds_any_socket(tgid, &listening));
             if selected {
                 self.select(tgid);
@@ -106,6 +127,7 @@ impl ProcessSelector {
     /// A process started a new program: select it now if it matches, so its first requests
     /// are seen.
     pub fn on_exec(&mut self, tgid: u32) {
+        self.not_matching.remove(&tgid);
         if self.selection.is_filtering()
             && !self.traced.contains(&tgid)
             && tgid != self.agent_tgid
@@ -122,6 +144,7 @@ impl ProcessSelector {
 
     pub fn on_exit(&mut self, tgid: u32) {
         self.traced.remove(&tgid);
+        self.not_matching.remove(&tgid);
     }
 
     fn select(&mut self, tgid: u32) {
@@ -171,5 +194,31 @@ mod tests {
         };
         assert!(!other.matches_exe(me));
         assert!(!Selection::default().is_filtering());
+    }
+
+    #[test]
+    fn a_process_found_not_matching_is_checked_again_only_when_it_execs() {
+        // A shell that becomes the selected program by exec, a moment after it starts.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.3; exec sleep 5"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let selection = Selection {
+            exes: vec!["sleep".into()],
+            ..Default::default()
+        };
+        let mut selector = ProcessSelector::new(selection, std::process::id(), None);
+        selector.rescan();
+        assert!(!selector.is_traced(pid), "a shell is not `sleep`");
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        // Its /proc entry now names `sleep`, but what it runs changes only by an exec, which
+        // the kernel reports: the rescan does not read it again.
+        selector.rescan();
+        assert!(!selector.is_traced(pid));
+        selector.on_exec(pid);
+        assert!(selector.is_traced(pid), "the exec is checked at once");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }
