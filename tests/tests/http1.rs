@@ -600,7 +600,23 @@ fn agent_threads_yield_the_cpu_and_spans_still_arrive() {
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ],
         );
-        let policies = thread_policies(agent.pid());
+        // A thread names itself once it runs: give the governor a moment to.
+        let expected: &[&str] = if yielding {
+            &["periscope-expor", "periscope-sched"]
+        } else {
+            &["periscope-expor"]
+        };
+        let named = |policies: &[(String, i32)]| {
+            expected
+                .iter()
+                .all(|name| policies.iter().any(|(n, _)| n == name))
+        };
+        let mut policies = thread_policies(agent.pid());
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !named(&policies) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            policies = thread_policies(agent.pid());
+        }
         let policy = |name: &str| {
             policies
                 .iter()

@@ -116,8 +116,8 @@ impl ProcessSelector {
                 self.not_matching.insert(tgid);
             }
             // Listening sockets come and go: checked on every rescan.
-            let selected = by_name
-                || (!listening.is_empty() && procnet::holds_any_socket(tgid, &listening));
+            let selected =
+                by_name || (!listening.is_empty() && procnet::holds_any_socket(tgid, &listening));
             if selected {
                 self.select(tgid);
             }
