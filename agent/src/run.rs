@@ -173,9 +173,19 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut last_housekeeping = Instant::now();
     let mut last_tls_scan = Instant::now();
     let mut tls_pending: Vec<(Instant, u32)> = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        capture_heartbeat.fetch_add(1, Ordering::Relaxed);
-        wait_readable(ring_fd, POLL_INTERVAL_MS);
+    // Once stopping, one last pass drains what the ring still holds. The kernel's counts are
+    // read before it: every event they count is then in the ring, and becomes a span or a
+    // counted loss. (Without it, the last responses of a load that ended just before the stop
+    // were counted as delivered and never read.)
+    let mut kernel_counts = None;
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping {
+            kernel_counts = Some(counters.read());
+        } else {
+            capture_heartbeat.fetch_add(1, Ordering::Relaxed);
+            wait_readable(ring_fd, POLL_INTERVAL_MS);
+        }
         while let Some(record) = ring.next() {
             match decode(&record) {
                 Some(KernelEvent::Data(ev)) => {
@@ -251,6 +261,9 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             last_tls_scan = Instant::now();
             tls.scan(probes.ebpf_mut(), selector.traced_pids().into_iter());
         }
+        if stopping {
+            break;
+        }
     }
 
     // The final flush runs at normal priority.
@@ -261,7 +274,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let export_stats = pipeline.stats();
     pipeline.shutdown(SHUTDOWN_TIMEOUT);
     let stats = Stats {
-        kernel: counters.read(),
+        kernel: kernel_counts.unwrap_or_else(|| counters.read()),
         streams: connections.stats(),
         spans: SpanCounts {
             created: factory.created,

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{
@@ -301,6 +303,52 @@ fn connection_opened_before_the_agent() {
 /// Once a keep-alive connection's responses have shown that their heads alone frame them, the
 /// kernel copies only a prefix of each response syscall, on both ends: large responses still
 /// become the right spans, and the stats count the copies cut short.
+/// Stopped in the middle of a load, the agent reads every record the kernel says it delivered
+/// (the kernel's count is taken first, then the ring is drained), so nothing counted as
+/// delivered goes unread.
+#[test]
+fn a_stop_under_load_reads_every_record_the_kernel_delivered() {
+    require_capture!();
+    let _serial = serial();
+    let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
+    let (_server, port) = python_service::<&str>("shop.py", &[]);
+    let stats_file = StatsFile::new("stop-under-load");
+    let agent = Agent::start(
+        &["--exe", "shop.py", "--stats-file", stats_file.path()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
+    );
+    let running = Arc::new(AtomicBool::new(true));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let running = running.clone();
+            std::thread::spawn(move || {
+                let mut client = KeepaliveClient::connect(port);
+                while running.load(Ordering::Relaxed) {
+                    client.ask("/items/1");
+                }
+                client.close();
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    agent.stop();
+    running.store(false, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let stats = stats_file.read();
+    let delivered = stats["kernel"]["data_events"].as_u64().unwrap();
+    let read = stats["streams"]["data_events_read"].as_u64().unwrap();
+    assert!(delivered > 100, "the load ran: {stats:#}");
+    assert!(
+        read >= delivered,
+        "read {read} of {delivered} records the kernel delivered: {stats:#}"
+    );
+}
+
 #[test]
 fn large_keepalive_responses_are_copied_only_as_far_as_their_heads() {
     require_capture!();

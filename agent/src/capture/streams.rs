@@ -58,6 +58,8 @@ pub struct StreamStats {
     pub connections_dropped_table_full: u64,
     /// Connections whose other end is the agent itself (a local collector receiving exports).
     pub connections_agent_own: u64,
+    /// Data records read from the kernel; at exit, at least the kernel's `data_events`.
+    pub data_events_read: u64,
     pub exchanges: u64,
     /// Stretches of bytes a decoder skipped after losing the framing (see
     /// `Session::take_resync_skips`): requests inside them got no span.
@@ -143,6 +145,7 @@ impl Connections {
     }
 
     pub fn on_data(&mut self, ev: &DataEvent<'_>, out: &mut Vec<Finished>) {
+        self.stats.data_events_read += 1;
         let full = self.table.len() >= self.max_connections;
         let conn = match self.table.entry((ev.tgid, ev.sock, ev.tls)) {
             Entry::Occupied(known) => known.into_mut(),
