@@ -38,6 +38,10 @@ const HTTP1: Variant = Variant {
 struct Round {
     pair: u32,
     wrk: Vec<(&'static str, WrkResult)>,
+    /// nginx CPU per request served, per path, in µs (probes included when traced). Less at
+    /// the mercy of other load on the host than throughput, and it is what tracing adds to the
+    /// traced program.
+    nginx_us_per_request: Vec<(&'static str, f64)>,
     /// nginx (master and worker) CPU over the load, % of one core: with the agent, this includes
     /// the time the kernel spends in its probes on nginx's behalf.
     nginx_cpu_percent: f64,
@@ -94,6 +98,13 @@ impl Round {
     fn accounted(&self) -> Option<bool> {
         let a = self.agent.as_ref()?;
         Some(a.spans + a.losses() >= self.requests())
+    }
+
+    fn nginx_us(&self, path: &str) -> Option<f64> {
+        self.nginx_us_per_request
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, us)| *us)
     }
 
     fn rps(&self, path: &str) -> Option<f64> {
@@ -183,7 +194,7 @@ fn untraced_round(v: &Variant, pair: u32, duration: Duration) -> Result<Round> {
     let nginx_before = nginx.cpu_time();
     let wrk_before = children_cpu_time();
     let started = Instant::now();
-    let wrk = load(&nginx, duration)?;
+    let (wrk, nginx_us_per_request) = load(&nginx, duration)?;
     let elapsed = started.elapsed();
     let wrk_cpu_percent = cpu_percent(children_cpu_time().saturating_sub(wrk_before), elapsed);
     let nginx_cpu_percent = cpu_percent(nginx.cpu_time().saturating_sub(nginx_before), elapsed);
@@ -191,6 +202,7 @@ fn untraced_round(v: &Variant, pair: u32, duration: Duration) -> Result<Round> {
     Ok(Round {
         pair,
         wrk,
+        nginx_us_per_request,
         nginx_cpu_percent,
         wrk_cpu_percent,
         agent: None,
@@ -230,7 +242,7 @@ fn traced_round(
     let nginx_before = nginx.cpu_time();
     let wrk_before = children_cpu_time();
     let started = Instant::now();
-    let wrk = load(&nginx, duration)?;
+    let (wrk, nginx_us_per_request) = load(&nginx, duration)?;
     let elapsed = started.elapsed();
     let wrk_cpu_percent = cpu_percent(children_cpu_time().saturating_sub(wrk_before), elapsed);
     let cpu_after = agent::cpu_time(pid)?;
@@ -255,6 +267,7 @@ fn traced_round(
     Ok(Round {
         pair,
         wrk,
+        nginx_us_per_request,
         nginx_cpu_percent,
         wrk_cpu_percent,
         agent: Some(AgentRound {
@@ -275,12 +288,24 @@ fn traced_round(
     })
 }
 
+/// What wrk measured on each path, and nginx's CPU per request on it.
+type Load = (Vec<(&'static str, WrkResult)>, Vec<(&'static str, f64)>);
+
 /// Runs wrk against each path in turn.
-fn load(nginx: &Nginx, duration: Duration) -> Result<Vec<(&'static str, WrkResult)>> {
-    PATHS
-        .iter()
-        .map(|path| Ok((*path, wrk::run(&nginx.url(path), duration)?)))
-        .collect()
+fn load(nginx: &Nginx, duration: Duration) -> Result<Load> {
+    let mut results = Vec::new();
+    let mut nginx_us = Vec::new();
+    for path in PATHS.iter().copied() {
+        let before = nginx.cpu_time();
+        let result = wrk::run(&nginx.url(path), duration)?;
+        let cpu = nginx.cpu_time().saturating_sub(before);
+        nginx_us.push((
+            path,
+            cpu.as_secs_f64() * 1e6 / result.requests.max(1) as f64,
+        ));
+        results.push((path, result));
+    }
+    Ok((results, nginx_us))
 }
 
 /// CPU time (user + system) of this process's children that have exited and been waited for.
@@ -388,6 +413,7 @@ fn round_json(variant: &Variant, round: &Round) -> Value {
         .map(|(path, w)| {
             let mut v = w.to_json();
             v["path"] = json!(path);
+            v["nginx_us_per_request"] = json!(round.nginx_us(path));
             v
         })
         .collect();
@@ -487,7 +513,26 @@ fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
             fmt_us(u99),
             fmt_us(t99)
         );
+        let nginx_us = |rs: &[&Round]| {
+            median(
+                &rs.iter()
+                    .filter_map(|r| r.nginx_us(path))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (nginx_untraced, nginx_traced) = (nginx_us(&untraced), nginx_us(&traced));
+        println!(
+            "  {:<14} nginx CPU per request {} -> {}{}",
+            "",
+            nginx_untraced.map_or("-".into(), |u| format!("{u:.1} µs")),
+            nginx_traced.map_or("-".into(), |u| format!("{u:.1} µs")),
+            match (nginx_untraced, nginx_traced) {
+                (Some(u), Some(t)) => format!(" (+{:.1} µs)", t - u),
+                _ => String::new(),
+            }
+        );
         paths_json.push(json!({
+            "nginx_us_per_request_median": {"untraced": nginx_untraced, "traced": nginx_traced},
             "path": path,
             "untraced_rps_median": median(&base),
             "traced_rps_median": median(&with),
