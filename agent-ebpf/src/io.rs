@@ -151,11 +151,18 @@ pub fn emit_payload(p: &Payload) {
     };
     // SAFETY: per-CPU scratch, exclusively ours while this program runs.
     let event = unsafe { &mut *event };
-    let info = claim_socket(sock, (pid_tgid >> 32) as u32);
-    // SAFETY: a map value, valid while this program runs.
-    let (cap, role) = match info {
-        Some(info) => unsafe { ((*info).cap_for(direction), (*info).tuple.role) },
-        None => (None, Role::Unknown as u8),
+    // What is needed of the socket's entry is taken at once: an LRU map may hand a deleted
+    // entry to another socket while a pointer to it is still held.
+    let (cap, role) = match claim_socket(sock, (pid_tgid >> 32) as u32) {
+        // SAFETY: a map value, just looked up.
+        Some(info) => unsafe {
+            copy_tuple(&mut event.header.tuple, &(*info).tuple);
+            ((*info).cap_for(direction), (*info).tuple.role)
+        },
+        None => {
+            event.header.tuple = ConnTuple::UNKNOWN;
+            (None, Role::Unknown as u8)
+        }
     };
     let configured = config!(capture_bytes);
     let cap = cap.filter(|cap| cap.bytes < configured);
@@ -191,11 +198,6 @@ pub fn emit_payload(p: &Payload) {
     header.exit_ns = exit_ns;
     header.total_len = total;
     header.captured_len = captured;
-    match info {
-        // SAFETY: as above.
-        Some(info) => copy_tuple(&mut header.tuple, unsafe { &(*info).tuple }),
-        None => header.tuple = ConnTuple::UNKNOWN,
-    }
     emit(event, captured);
     if direction == Direction::Ingress as u8 && role == Role::Client as u8 {
         arm_wakeup(pid_tgid as u32);
