@@ -233,12 +233,9 @@ fn command_line_clients() {
     let mdb = servers::mariadb();
     let redis = servers::redis();
     let receiver = OtlpReceiver::start(Transport::HttpProtobuf).expect("receiver");
-    let agent = Agent::start(
+    let agent = Agent::exporting_to(
+        &receiver,
         &["--exe", "psql", "--exe", "mariadb", "--exe", "redis-cli"],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ],
     );
     let ok = |cmd: &mut Command| {
         let out = cmd.output().unwrap();

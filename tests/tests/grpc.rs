@@ -53,12 +53,9 @@ fn grpcio_unary_streaming_and_failing_calls() {
             .env("OTEL_SERVICE_NAME", "greeter"),
     );
     wait_for_port(port);
-    let agent = Agent::start(
+    let agent = Agent::exporting_to(
+        &receiver,
         &["--exe", "greeter_server.py", "--exe", "greeter_client.py"],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ],
     );
     let out = Command::new("python3")
         .arg(workload("grpc/greeter_client.py"))

@@ -41,14 +41,7 @@ fn python_service_and_curl(transport: Transport) {
     let _serial = serial();
     let receiver = OtlpReceiver::start(transport).expect("receiver");
     let (_server, port) = python_service::<&str>("shop.py", &[]);
-    let endpoint = receiver.endpoint();
-    let agent = Agent::start(
-        &["--exe", "shop.py", "--exe", "curl"],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", receiver.protocol()),
-        ],
-    );
+    let agent = Agent::exporting_to(&receiver, &["--exe", "shop.py", "--exe", "curl"]);
     let base = format!("http://127.0.0.1:{port}");
     // Two requests on one keep-alive connection.
     curl(&[
@@ -227,14 +220,7 @@ fn export_traffic_is_never_traced() {
     let _serial = serial();
     let receiver = OtlpReceiver::start(Transport::HttpProtobuf).expect("receiver");
     let (_server, port) = python_service::<&str>("shop.py", &[]);
-    let endpoint = receiver.endpoint();
-    let agent = Agent::start(
-        &[],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ],
-    );
+    let agent = Agent::exporting_to(&receiver, &[]);
     for i in 0..5 {
         curl(&[
             "-o",
@@ -272,12 +258,9 @@ fn connection_opened_before_the_agent() {
     let (_server, port) = python_service::<&str>("shop.py", &[]);
     let mut client = KeepaliveClient::connect(port);
     client.ask("/items/before");
-    let agent = Agent::start(
+    let agent = Agent::exporting_to(
+        &receiver,
         &["--exe", "shop.py", "--exe", "keepalive_client.py"],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ],
     );
     client.ask("/items/after");
     client.ask("/items/again");
@@ -313,12 +296,9 @@ fn a_stop_under_load_reads_every_record_the_kernel_delivered() {
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
     let (_server, port) = python_service::<&str>("shop.py", &[]);
     let stats_file = StatsFile::new("stop-under-load");
-    let agent = Agent::start(
+    let agent = Agent::exporting_to(
+        &receiver,
         &["--exe", "shop.py", "--stats-file", stats_file.path()],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ],
     );
     let running = Arc::new(AtomicBool::new(true));
     let clients: Vec<_> = (0..4)
@@ -356,7 +336,8 @@ fn large_keepalive_responses_are_copied_only_as_far_as_their_heads() {
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
     let (_server, port) = python_service::<&str>("shop.py", &[]);
     let stats_file = StatsFile::new("capped");
-    let agent = Agent::start(
+    let agent = Agent::exporting_to(
+        &receiver,
         &[
             "--exe",
             "shop.py",
@@ -364,10 +345,6 @@ fn large_keepalive_responses_are_copied_only_as_far_as_their_heads() {
             "keepalive_client.py",
             "--stats-file",
             stats_file.path(),
-        ],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ],
     );
     let mut client = KeepaliveClient::connect(port);
@@ -424,12 +401,9 @@ fn nginx_keepalive_responses_are_copied_as_far_as_their_heads() {
     site.add_file("big.html", &"x".repeat(32 * 1024));
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
     let stats_file = StatsFile::new("nginx-capped");
-    let agent = Agent::start(
+    let agent = Agent::exporting_to(
+        &receiver,
         &["--exe", "nginx", "--stats-file", stats_file.path()],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ],
     );
     let _nginx = site.start();
     let mut client = KeepaliveClient::connect(site.port);
@@ -568,16 +542,13 @@ fn peeked_reads_spliced_writes_and_bodies_ended_by_close() {
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
     let (_server, port) = python_service::<&str>("odd_io_server.py", &[]);
     let stats_file = StatsFile::new("odd-io");
-    let agent = Agent::start(
+    let agent = Agent::exporting_to(
+        &receiver,
         &[
             "--exe",
             "odd_io_server.py",
             "--stats-file",
             stats_file.path(),
-        ],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ],
     );
     for path in ["/peek", "/splice", "/until-close"] {
@@ -641,13 +612,7 @@ fn agent_threads_yield_the_cpu_and_spans_still_arrive() {
         receiver.clear();
         let mut all = vec!["--exe", "shop.py"];
         all.extend_from_slice(args);
-        let agent = Agent::start(
-            &all,
-            &[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ],
-        );
+        let agent = Agent::exporting_to(&receiver, &all);
         // A thread names itself once it runs: give the governor a moment to.
         let expected: &[&str] = if yielding {
             &["periscope-expor", "periscope-sched"]

@@ -28,8 +28,8 @@ fn python_tls_server_with_curl_and_python_clients() {
     let certs = std::env::temp_dir().join(format!("periscope-certs-{}", std::process::id()));
     std::fs::create_dir_all(&certs).unwrap();
     let (_server, port) = python_service("tls_shop.py", &[&certs]);
-    let endpoint = receiver.endpoint();
-    let agent = Agent::start(
+    let agent = Agent::exporting_to(
+        &receiver,
         &[
             "--exe",
             "tls_shop.py",
@@ -37,10 +37,6 @@ fn python_tls_server_with_curl_and_python_clients() {
             "curl",
             "--exe",
             "tls_client.py",
-        ],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ],
     );
     let base = format!("https://127.0.0.1:{port}");

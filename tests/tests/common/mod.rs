@@ -88,6 +88,17 @@ pub struct Agent {
 
 impl Agent {
     /// Start `periscope run ARGS` with extra environment, and wait until its probes are attached.
+    /// `periscope run ARGS`, exporting to `receiver` over the receiver's own transport.
+    pub fn exporting_to(receiver: &periscope_tests::OtlpReceiver, args: &[&str]) -> Agent {
+        Agent::start(
+            args,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", receiver.protocol()),
+            ],
+        )
+    }
+
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut cmd = Command::new(agent_binary());
         cmd.arg("run").args(args);
