@@ -241,6 +241,9 @@ pub struct ProcessEvent {
     pub _pad: [u8; 3],
     pub tgid: u32,
     pub timestamp_ns: u64,
+    /// The command name (`comm`, NUL-padded) the process runs under: after an exec, the new
+    /// program's. Its name when the process is gone before userspace reads /proc.
+    pub comm: [u8; 16],
 }
 
 /// [`EventKind::Wake`]: right after reading a response on a client connection, a thread woke
@@ -396,7 +399,7 @@ mod tests {
         assert_eq!(size_of::<SockInfo>(), 40 + 4 + 2 + 1 + 1 + 2 + 6);
         assert_eq!(size_of::<DataEventHeader>(), 4 + 4 + 8 * 4 + 4 + 4 + 40);
         assert_eq!(size_of::<CloseEvent>(), 4 + 4 + 8 * 2);
-        assert_eq!(size_of::<ProcessEvent>(), 4 + 4 + 8);
+        assert_eq!(size_of::<ProcessEvent>(), 4 + 4 + 8 + 16);
         assert_eq!(size_of::<WakeEvent>(), 4 + 4 * 3 + 8);
         assert_eq!(size_of::<TracepointOffsets>(), 14 * 2);
         assert_eq!(size_of::<CaptureConfig>(), 4 * 4 + 14 * 2);

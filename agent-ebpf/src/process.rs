@@ -22,6 +22,7 @@ fn emit(kind: EventKind, tgid: u32) {
         _pad: [0; 3],
         tgid,
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     let flags = if kind == EventKind::Exec {
         BPF_RB_FORCE_WAKEUP

@@ -197,8 +197,8 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 Some(KernelEvent::Close { tgid, sock, at_ns }) => {
                     connections.on_close(tgid, sock, at_ns, &mut finished)
                 }
-                Some(KernelEvent::Exec { tgid }) => {
-                    factory.forget_process(tgid);
+                Some(KernelEvent::Exec { tgid, comm }) => {
+                    factory.on_exec(tgid, comm);
                     selector.on_exec(tgid);
                     if selector.is_traced(tgid) {
                         // Identity now, while the new program surely runs.

@@ -15,6 +15,8 @@ pub enum KernelEvent<'a> {
     },
     Exec {
         tgid: u32,
+        /// The new program's command name, if any.
+        comm: Option<String>,
     },
     Exit {
         tgid: u32,
@@ -82,7 +84,10 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent<'_>> {
         }
         EventKind::Exec => {
             let e: ProcessEvent = read_struct(bytes)?;
-            Some(KernelEvent::Exec { tgid: e.tgid })
+            Some(KernelEvent::Exec {
+                tgid: e.tgid,
+                comm: comm_text(&e.comm),
+            })
         }
         EventKind::Exit => {
             let e: ProcessEvent = read_struct(bytes)?;
@@ -100,6 +105,12 @@ pub fn decode(bytes: &[u8]) -> Option<KernelEvent<'_>> {
             })
         }
     }
+}
+
+/// A NUL-padded kernel command name as text (`None` when empty).
+fn comm_text(comm: &[u8; 16]) -> Option<String> {
+    let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    (len > 0).then(|| String::from_utf8_lossy(&comm[..len]).into_owned())
 }
 
 /// Read a `#[repr(C)]` plain-integer struct from the front of `bytes`.

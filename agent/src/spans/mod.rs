@@ -60,10 +60,16 @@ impl SpanFactory {
         self.resources.note(tgid);
     }
 
-    /// The process exec'd or exited: its resource must be read again next time, and what it
-    /// had in flight is gone.
+    /// The process exited: what it had in flight is gone.
     pub fn forget_process(&mut self, tgid: u32) {
         self.resources.forget(tgid);
+        self.assembler.on_process_exit(tgid);
+    }
+
+    /// The process exec'd `comm`: its resource must be read again next time (with `comm` as the
+    /// name of last resort), and what the old program had in flight is gone.
+    pub fn on_exec(&mut self, tgid: u32, comm: Option<String>) {
+        self.resources.on_exec(tgid, comm);
         self.assembler.on_process_exit(tgid);
     }
 

@@ -19,6 +19,9 @@ pub struct ProcessFacts {
     pub exe_path: Option<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The command name the kernel reported at exec: the name of last resort, when the process
+    /// was gone before /proc could be read (a short-lived client).
+    pub comm: Option<String>,
 }
 
 impl ProcessFacts {
@@ -45,6 +48,7 @@ impl ProcessFacts {
                 .map(|p| p.to_string_lossy().into_owned()),
             args: split(fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()),
             env,
+            comm: None,
         }
     }
 
@@ -63,12 +67,14 @@ impl ProcessFacts {
             .map(|p| p.trim_end_matches(" (deleted)"))
             .and_then(|p| Path::new(p).file_name())
             .map(|n| n.to_string_lossy().into_owned());
-        from_exe.or_else(|| {
-            self.args
-                .first()
-                .and_then(|a| Path::new(a).file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-        })
+        from_exe
+            .or_else(|| {
+                self.args
+                    .first()
+                    .and_then(|a| Path::new(a).file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .or_else(|| self.comm.clone())
     }
 }
 
@@ -204,14 +210,36 @@ pub fn build_resource(facts: &ProcessFacts, host_name: &str) -> ProcessResource 
 /// Resources by pid, read once per process (and again after it execs another program).
 pub struct ResourceCache {
     by_pid: HashMap<u32, Arc<ProcessResource>>,
+    /// Command names reported at exec, until the process exits (see [`ProcessFacts::comm`]).
+    exec_names: HashMap<u32, String>,
     host_name: String,
 }
+
+/// Exec'd processes whose names are kept; beyond it (exits lost) the table starts over.
+const MAX_EXEC_NAMES: usize = 65536;
 
 impl ResourceCache {
     pub fn new() -> Self {
         Self {
             by_pid: HashMap::default(),
+            exec_names: HashMap::default(),
             host_name: host_name(),
+        }
+    }
+
+    /// The process started another program, named `comm`: its resource is read again.
+    pub fn on_exec(&mut self, pid: u32, comm: Option<String>) {
+        self.by_pid.remove(&pid);
+        match comm {
+            Some(comm) => {
+                if self.exec_names.len() >= MAX_EXEC_NAMES {
+                    self.exec_names.clear();
+                }
+                self.exec_names.insert(pid, comm);
+            }
+            None => {
+                self.exec_names.remove(&pid);
+            }
         }
     }
 
@@ -226,13 +254,18 @@ impl ResourceCache {
 
     fn entry(&mut self, pid: u32) -> &Arc<ProcessResource> {
         let host = &self.host_name;
-        self.by_pid
-            .entry(pid)
-            .or_insert_with(|| Arc::new(build_resource(&ProcessFacts::read(pid), host)))
+        let exec_names = &self.exec_names;
+        self.by_pid.entry(pid).or_insert_with(|| {
+            let mut facts = ProcessFacts::read(pid);
+            facts.comm = exec_names.get(&pid).cloned();
+            Arc::new(build_resource(&facts, host))
+        })
     }
 
+    /// The process exited.
     pub fn forget(&mut self, pid: u32) {
         self.by_pid.remove(&pid);
+        self.exec_names.remove(&pid);
     }
 }
 
@@ -261,7 +294,35 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            comm: None,
         }
+    }
+
+    #[test]
+    fn a_process_gone_before_proc_is_read_is_named_by_its_exec() {
+        // A short-lived client: it exec'd, then exited before its /proc entry was read.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let mut cache = ResourceCache::new();
+        cache.on_exec(pid, Some("mariadb".into()));
+        let resource = cache.get(pid);
+        let attr = |key: &str| {
+            resource
+                .attributes
+                .iter()
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, v)| v.as_str().map(str::to_owned))
+        };
+        assert_eq!(attr("service.name").as_deref(), Some("mariadb"));
+        // Without the exec's name there is nothing better than the pid.
+        cache.forget(pid);
+        let unnamed = cache.get(pid);
+        assert!(
+            unnamed.attributes.iter().any(|(k, v)| *k == "service.name"
+                && v.as_str() == Some(&format!("unknown_service:{pid}"))),
+            "{unnamed:?}"
+        );
     }
 
     #[test]
