@@ -4,7 +4,8 @@
 //! context, after the bytes moved, naming the `struct sock`, its family and protocol and the byte
 //! count. For TCP in a traced process, the syscall and its buffers are read from the thread's
 //! saved registers (see `syscalls`) and a bounded prefix of the bytes is copied. Files, pipes and
-//! UDP never get here, and untraced processes leave after the protocol check and one lookup.
+//! UDP never get here, and untraced processes leave after the protocol check and a cached verdict
+//! (see `maps::is_traced`).
 
 use core::mem::MaybeUninit;
 
