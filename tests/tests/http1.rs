@@ -283,9 +283,6 @@ fn connection_opened_before_the_agent() {
     }
 }
 
-/// Once a keep-alive connection's responses have shown that their heads alone frame them, the
-/// kernel copies only a prefix of each response syscall, on both ends: large responses still
-/// become the right spans, and the stats count the copies cut short.
 /// Stopped in the middle of a load, the agent reads every record the kernel says it delivered
 /// (the kernel's count is taken first, then the ring is drained), so nothing counted as
 /// delivered goes unread.
@@ -329,6 +326,9 @@ fn a_stop_under_load_reads_every_record_the_kernel_delivered() {
     );
 }
 
+/// Once a keep-alive connection's responses have shown that their heads alone frame them, the
+/// kernel copies only a prefix of each response syscall, on both ends: large responses still
+/// become the right spans, and the stats count the copies cut short.
 #[test]
 fn large_keepalive_responses_are_copied_only_as_far_as_their_heads() {
     require_capture!();
