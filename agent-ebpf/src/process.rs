@@ -16,13 +16,14 @@ use crate::maps::{
 /// while the process lives (a short-lived client may be gone within milliseconds).
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
-fn emit(kind: EventKind, tgid: u32) {
+/// `comm`: the program's command name for an exec (zeroes for an exit, where it is not used).
+fn emit(kind: EventKind, tgid: u32, comm: [u8; 16]) {
     let event = ProcessEvent {
         kind: kind as u8,
         _pad: [0; 3],
         tgid,
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm,
     };
     let flags = if kind == EventKind::Exec {
         BPF_RB_FORCE_WAKEUP
@@ -41,15 +42,16 @@ pub fn try_exec(_ctx: &TracePointContext) -> Result<(), i64> {
     if tgid == config!(agent_tgid) {
         return Ok(());
     }
+    // Read once: it selects the program here and names it in the record.
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: presence test only.
     if config!(filter_pids) != 0
-        && let Ok(comm) = bpf_get_current_comm()
+        && unsafe { SELECTED_COMMS.get(comm) }.is_some()
+        && TRACED_PIDS.insert(tgid, 1, 0).is_ok()
     {
-        // SAFETY: presence test only.
-        if unsafe { SELECTED_COMMS.get(comm) }.is_some() && TRACED_PIDS.insert(tgid, 1, 0).is_ok() {
-            traced_pids_changed();
-        }
+        traced_pids_changed();
     }
-    emit(EventKind::Exec, tgid);
+    emit(EventKind::Exec, tgid, comm);
     Ok(())
 }
 
@@ -64,7 +66,7 @@ pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
         traced_pids_changed();
     }
     if tgid != config!(agent_tgid) {
-        emit(EventKind::Exit, tgid);
+        emit(EventKind::Exit, tgid, [0; 16]);
     }
     Ok(())
 }

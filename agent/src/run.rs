@@ -177,12 +177,10 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     // read before it: every event they count is then in the ring, and becomes a span or a
     // counted loss. (Without it, the last responses of a load that ended just before the stop
     // were counted as delivered and never read.)
-    let mut kernel_counts = None;
-    loop {
+    let kernel_counts = loop {
         let stopping = stop.load(Ordering::Relaxed);
-        if stopping {
-            kernel_counts = Some(counters.read());
-        } else {
+        let counts_at_stop = stopping.then(|| counters.read());
+        if !stopping {
             capture_heartbeat.fetch_add(1, Ordering::Relaxed);
             wait_readable(ring_fd, POLL_INTERVAL_MS);
         }
@@ -261,10 +259,10 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             last_tls_scan = Instant::now();
             tls.scan(probes.ebpf_mut(), selector.traced_pids().into_iter());
         }
-        if stopping {
-            break;
+        if let Some(counts) = counts_at_stop {
+            break counts;
         }
-    }
+    };
 
     // The final flush runs at normal priority.
     let cpu_priority = governor.map(Governor::stop);
@@ -274,7 +272,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let export_stats = pipeline.stats();
     pipeline.shutdown(SHUTDOWN_TIMEOUT);
     let stats = Stats {
-        kernel: kernel_counts.unwrap_or_else(|| counters.read()),
+        kernel: kernel_counts,
         streams: connections.stats(),
         spans: SpanCounts {
             created: factory.created,

@@ -21,6 +21,11 @@ impl Selection {
         !(self.pids.is_empty() && self.exes.is_empty() && self.ports.is_empty())
     }
 
+    /// Whether the process is selected by its pid or by what it runs (not by its sockets).
+    fn selects_by_pid_or_exe(&self, tgid: u32) -> bool {
+        self.pids.contains(&tgid) || self.matches_exe(tgid)
+    }
+
     fn matches_exe(&self, tgid: u32) -> bool {
         if self.exes.is_empty() {
             return false;
@@ -110,8 +115,8 @@ impl ProcessSelector {
             if self.traced.contains(&tgid) || tgid == self.agent_tgid {
                 continue;
             }
-            let by_name = !self.not_matching.contains(&tgid)
-                && (self.selection.pids.contains(&tgid) || self.selection.matches_exe(tgid));
+            let by_name =
+                !self.not_matching.contains(&tgid) && self.selection.selects_by_pid_or_exe(tgid);
             if !by_name {
                 self.not_matching.insert(tgid);
             }
@@ -131,7 +136,7 @@ impl ProcessSelector {
         if self.selection.is_filtering()
             && !self.traced.contains(&tgid)
             && tgid != self.agent_tgid
-            && (self.selection.pids.contains(&tgid) || self.selection.matches_exe(tgid))
+            && self.selection.selects_by_pid_or_exe(tgid)
         {
             self.select(tgid);
         }
