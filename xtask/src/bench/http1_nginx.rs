@@ -1,5 +1,6 @@
 //! Scenario `http1-nginx`: nginx saturated by wrk over loopback, untraced and traced by the
-//! agent exporting to a real OTLP (gRPC) receiver, rounds interleaved.
+//! agent exporting to a real OTLP (gRPC) receiver; each path's two measurements in a pair run
+//! back to back.
 //!
 //! The rounds and the summary are shared with `tls-nginx` (the same site over HTTPS), which
 //! differs only in what [`Variant`] says.
@@ -166,15 +167,33 @@ pub fn measure(args: &BenchArgs, v: &Variant) -> Result<Value> {
 
     let mut rounds: Vec<Round> = Vec::new();
     for pair in 1..=args.rounds {
-        let round = untraced_round(v, pair, duration)?;
-        print_round(v, &round);
-        rounds.push(round);
-        if let (Some(bin), Some(rx)) = (&bin, &receiver) {
-            let log = out_dir.join(format!("{name}-agent-round{pair}.log"));
-            let stats_file = stats_dir.path().join(format!("stats-{pair}.json"));
-            let round = traced_round(v, pair, duration, bin, rx, &stats_file, &log)?;
-            print_round(v, &round);
-            rounds.push(round);
+        // Each path's untraced and traced measurements run back to back on one nginx, so that
+        // the host's load, which swings by a fifth within tens of seconds here, is as alike as
+        // possible for the two. Odd pairs go untraced first and `/ok` first, even pairs the
+        // other way round, so neither order nor warm-up favours one side.
+        let mut paths = PATHS;
+        if pair % 2 == 0 {
+            paths.reverse();
+        }
+        for path in paths {
+            let mut nginx = start_nginx(v)?;
+            let traced_first = pair % 2 == 0;
+            for traced_now in [traced_first, !traced_first] {
+                let round = match (&bin, &receiver) {
+                    (Some(bin), Some(rx)) if traced_now => {
+                        let tag =
+                            format!("{name}-agent-pair{pair}{}", path.replace(['/', '.'], "-"));
+                        let log = out_dir.join(format!("{tag}.log"));
+                        let stats_file = stats_dir.path().join(format!("{tag}.json"));
+                        traced_round(&nginx, pair, path, duration, bin, rx, &stats_file, &log)?
+                    }
+                    _ if traced_now => continue,
+                    _ => untraced_round(&nginx, pair, path, duration)?,
+                };
+                print_round(v, &round);
+                rounds.push(round);
+            }
+            nginx.stop();
         }
     }
 
@@ -189,16 +208,19 @@ fn start_nginx(v: &Variant) -> Result<Nginx> {
     }
 }
 
-fn untraced_round(v: &Variant, pair: u32, duration: Duration) -> Result<Round> {
-    let mut nginx = start_nginx(v)?;
+fn untraced_round(
+    nginx: &Nginx,
+    pair: u32,
+    path: &'static str,
+    duration: Duration,
+) -> Result<Round> {
     let nginx_before = nginx.cpu_time();
     let wrk_before = children_cpu_time();
     let started = Instant::now();
-    let (wrk, nginx_us_per_request) = load(&nginx, duration)?;
+    let (wrk, nginx_us_per_request) = load(nginx, path, duration)?;
     let elapsed = started.elapsed();
     let wrk_cpu_percent = cpu_percent(children_cpu_time().saturating_sub(wrk_before), elapsed);
     let nginx_cpu_percent = cpu_percent(nginx.cpu_time().saturating_sub(nginx_before), elapsed);
-    nginx.stop();
     Ok(Round {
         pair,
         wrk,
@@ -209,9 +231,11 @@ fn untraced_round(v: &Variant, pair: u32, duration: Duration) -> Result<Round> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn traced_round(
-    v: &Variant,
+    nginx: &Nginx,
     pair: u32,
+    path: &'static str,
     duration: Duration,
     bin: &Path,
     receiver: &Receiver,
@@ -219,7 +243,6 @@ fn traced_round(
     log: &Path,
 ) -> Result<Round> {
     // nginx runs before the agent starts: the agent attaches to a running server.
-    let mut nginx = start_nginx(v)?;
     let _ = std::fs::remove_file(stats_file);
     let agent_args: Vec<String> = vec![
         "run".into(),
@@ -242,7 +265,7 @@ fn traced_round(
     let nginx_before = nginx.cpu_time();
     let wrk_before = children_cpu_time();
     let started = Instant::now();
-    let (wrk, nginx_us_per_request) = load(&nginx, duration)?;
+    let (wrk, nginx_us_per_request) = load(nginx, path, duration)?;
     let elapsed = started.elapsed();
     let wrk_cpu_percent = cpu_percent(children_cpu_time().saturating_sub(wrk_before), elapsed);
     let cpu_after = agent::cpu_time(pid)?;
@@ -252,7 +275,6 @@ fn traced_round(
     let peak_rss = agent::peak_rss(pid)?;
 
     let exit = agent.stop()?;
-    nginx.stop();
     let spans = receiver.settle().saturating_sub(spans_before);
     let (stats, stats_raw) = match Stats::read(stats_file) {
         Ok(s) => s,
@@ -288,24 +310,15 @@ fn traced_round(
     })
 }
 
-/// What wrk measured on each path, and nginx's CPU per request on it.
+/// What wrk measured on a path, and nginx's CPU per request on it.
 type Load = (Vec<(&'static str, WrkResult)>, Vec<(&'static str, f64)>);
 
-/// Runs wrk against each path in turn.
-fn load(nginx: &Nginx, duration: Duration) -> Result<Load> {
-    let mut results = Vec::new();
-    let mut nginx_us = Vec::new();
-    for path in PATHS.iter().copied() {
-        let before = nginx.cpu_time();
-        let result = wrk::run(&nginx.url(path), duration)?;
-        let cpu = nginx.cpu_time().saturating_sub(before);
-        nginx_us.push((
-            path,
-            cpu.as_secs_f64() * 1e6 / result.requests.max(1) as f64,
-        ));
-        results.push((path, result));
-    }
-    Ok((results, nginx_us))
+fn load(nginx: &Nginx, path: &'static str, duration: Duration) -> Result<Load> {
+    let before = nginx.cpu_time();
+    let result = wrk::run(&nginx.url(path), duration)?;
+    let cpu = nginx.cpu_time().saturating_sub(before);
+    let nginx_us = cpu.as_secs_f64() * 1e6 / result.requests.max(1) as f64;
+    Ok((vec![(path, result)], vec![(path, nginx_us)]))
 }
 
 /// CPU time (user + system) of this process's children that have exited and been waited for.
@@ -345,7 +358,7 @@ fn print_round(v: &Variant, round: &Round) {
         "untraced"
     };
     println!(
-        "\nround {} {mode}: nginx CPU {:.1}% of one core{}",
+        "\npair {} {mode}: nginx CPU {:.1}% of one core{}",
         round.pair,
         round.nginx_cpu_percent,
         if v.tls {
@@ -464,12 +477,16 @@ fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
     for path in PATHS {
         let base: Vec<f64> = untraced.iter().filter_map(|r| r.rps(path)).collect();
         let with: Vec<f64> = traced.iter().filter_map(|r| r.rps(path)).collect();
-        // Ratio per pair (the traced round against the untraced round just before it).
+        // Ratio per pair: the traced measurement against the untraced one next to it.
         let ratios: Vec<f64> = traced
             .iter()
             .filter_map(|t| {
-                let u = untraced.iter().find(|u| u.pair == t.pair)?;
-                Some(t.rps(path)? / u.rps(path)?)
+                let with = t.rps(path)?;
+                let base = untraced
+                    .iter()
+                    .filter(|u| u.pair == t.pair)
+                    .find_map(|u| u.rps(path))?;
+                Some(with / base)
             })
             .collect();
         let ratio = median(&ratios);
