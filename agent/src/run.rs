@@ -78,6 +78,12 @@ const CAPTURE_STALL: Duration = Duration::from_secs(1);
 const EXPORT_STALL: Duration = Duration::from_secs(2);
 
 pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
+    // First of all: a stop asked for while the programs load is then a clean stop once they
+    // are in, not a kill halfway (or, where the shell started us with SIGINT ignored, no stop).
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
     let agent_tgid = std::process::id();
     let otlp =
         OtlpSettings::resolve(&cfg.otlp, &|k| std::env::var(k).ok()).map_err(|e| anyhow!(e))?;
@@ -135,11 +141,6 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let mut tls = TlsProbes::new(cfg.tls);
     tls.scan_system(probes.ebpf_mut());
     tls.scan(probes.ebpf_mut(), selector.traced_pids().into_iter());
-
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
 
     let ring_fd = ring.as_raw_fd();
     let capture_heartbeat = Arc::new(AtomicU64::new(0));

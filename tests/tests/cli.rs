@@ -1,8 +1,12 @@
-//! The agent refuses bad input with a message naming it, before touching the kernel.
+//! The agent's command line: bad input is refused with a message naming it, before the kernel
+//! is touched; a stop signal is honoured whenever it comes.
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{require_capture, serial};
 
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(common::agent_binary())
@@ -72,4 +76,34 @@ fn bad_otlp_environment_is_named() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{err}");
+}
+
+/// SIGTERM while the agent is still loading its programs (about 100 ms in, a debug build takes
+/// several times that to start): the agent finishes starting, detaches everything and exits 0,
+/// instead of being killed halfway.
+#[test]
+fn a_stop_during_start_up_is_a_clean_stop() {
+    require_capture!();
+    let _serial = serial();
+    let mut child = Command::new(common::agent_binary())
+        .args(["run", "--exe", "periscope-test-selects-nothing"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "agent did not stop within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert!(err.contains("periscope: stopped"), "{err}");
 }
