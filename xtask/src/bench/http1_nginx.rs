@@ -51,6 +51,9 @@ struct Round {
     wrk_cpu_percent: f64,
     /// Present for traced rounds.
     agent: Option<AgentRound>,
+    /// The agent ran, selecting only a program that does not exist: nginx met its probes but
+    /// was not traced.
+    unselected: bool,
 }
 
 struct AgentRound {
@@ -178,16 +181,27 @@ pub fn measure(args: &BenchArgs, v: &Variant) -> Result<Value> {
         for path in paths {
             let mut nginx = start_nginx(v)?;
             let traced_first = pair % 2 == 0;
-            for traced_now in [traced_first, !traced_first] {
+            let mut order = vec![Mode::Untraced, Mode::Traced];
+            if args.unselected && traced {
+                // At the far end, so that the untraced and traced measurements stay adjacent.
+                order.push(Mode::Unselected);
+            }
+            if traced_first {
+                order.reverse();
+            }
+            for mode in order {
                 let round = match (&bin, &receiver) {
-                    (Some(bin), Some(rx)) if traced_now => {
+                    (Some(bin), Some(rx)) if mode == Mode::Unselected => {
+                        unselected_round(&nginx, pair, path, duration, bin, rx, &out_dir, name)?
+                    }
+                    (Some(bin), Some(rx)) if mode == Mode::Traced => {
                         let tag =
                             format!("{name}-agent-pair{pair}{}", path.replace(['/', '.'], "-"));
                         let log = out_dir.join(format!("{tag}.log"));
                         let stats_file = stats_dir.path().join(format!("{tag}.json"));
                         traced_round(&nginx, pair, path, duration, bin, rx, &stats_file, &log)?
                     }
-                    _ if traced_now => continue,
+                    _ if mode != Mode::Untraced => continue,
                     _ => untraced_round(&nginx, pair, path, duration)?,
                 };
                 print_round(v, &round);
@@ -198,6 +212,43 @@ pub fn measure(args: &BenchArgs, v: &Variant) -> Result<Value> {
     }
 
     Ok(summarize(args, v, &rounds))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Untraced,
+    Traced,
+    Unselected,
+}
+
+/// The agent runs with every probe attached but selects a program that does not exist.
+#[allow(clippy::too_many_arguments)]
+fn unselected_round(
+    nginx: &Nginx,
+    pair: u32,
+    path: &'static str,
+    duration: Duration,
+    bin: &Path,
+    receiver: &Receiver,
+    out_dir: &Path,
+    name: &str,
+) -> Result<Round> {
+    let log = out_dir.join(format!(
+        "{name}-unselected-pair{pair}{}.log",
+        path.replace(['/', '.'], "-")
+    ));
+    let agent_args: Vec<String> = vec![
+        "run".into(),
+        "--exe".into(),
+        "periscope-bench-selects-nothing".into(),
+        "--otlp-endpoint".into(),
+        receiver.endpoint(),
+    ];
+    let agent = Agent::start(bin, &agent_args, &log)?;
+    let mut round = untraced_round(nginx, pair, path, duration)?;
+    agent.stop()?;
+    round.unselected = true;
+    Ok(round)
 }
 
 fn start_nginx(v: &Variant) -> Result<Nginx> {
@@ -228,6 +279,7 @@ fn untraced_round(
         nginx_cpu_percent,
         wrk_cpu_percent,
         agent: None,
+        unselected: false,
     })
 }
 
@@ -307,6 +359,7 @@ fn traced_round(
             exit: exit.to_string(),
             log: log.to_path_buf(),
         }),
+        unselected: false,
     })
 }
 
@@ -354,6 +407,8 @@ fn percent(part: u64, whole: u64) -> f64 {
 fn print_round(v: &Variant, round: &Round) {
     let mode = if round.agent.is_some() {
         "traced"
+    } else if round.unselected {
+        "agent running, nginx not selected"
     } else {
         "untraced"
     };
@@ -433,6 +488,7 @@ fn round_json(variant: &Variant, round: &Round) -> Value {
     let mut v = json!({
         "pair": round.pair,
         "traced": round.agent.is_some(),
+        "unselected": round.unselected,
         "requests": round.requests(),
         "nginx_cpu_percent_of_one_core": round.nginx_cpu_percent,
         "wrk": wrk,
@@ -459,11 +515,39 @@ fn round_json(variant: &Variant, round: &Round) -> Value {
     v
 }
 
+/// Throughput per pair on `path`: each of `others` against the untraced measurement of its
+/// pair.
+fn pair_ratios(untraced: &[&Round], others: &[&Round], path: &str) -> Vec<f64> {
+    others
+        .iter()
+        .filter_map(|o| {
+            let with = o.rps(path)?;
+            let base = untraced
+                .iter()
+                .filter(|u| u.pair == o.pair)
+                .find_map(|u| u.rps(path))?;
+            Some(with / base)
+        })
+        .collect()
+}
+
+fn fmt_ratios(ratios: &[f64]) -> String {
+    ratios
+        .iter()
+        .map(|r| format!("{r:.3}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Prints the summary, with the goals, and returns it as JSON.
 fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
     let name = v.name;
-    let untraced: Vec<&Round> = rounds.iter().filter(|r| r.agent.is_none()).collect();
+    let untraced: Vec<&Round> = rounds
+        .iter()
+        .filter(|r| r.agent.is_none() && !r.unselected)
+        .collect();
     let traced: Vec<&Round> = rounds.iter().filter(|r| r.agent.is_some()).collect();
+    let unselected: Vec<&Round> = rounds.iter().filter(|r| r.unselected).collect();
 
     println!(
         "\nsummary {name} ({} pair(s), {} s each, wrk -t{} -c{})",
@@ -477,18 +561,7 @@ fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
     for path in PATHS {
         let base: Vec<f64> = untraced.iter().filter_map(|r| r.rps(path)).collect();
         let with: Vec<f64> = traced.iter().filter_map(|r| r.rps(path)).collect();
-        // Ratio per pair: the traced measurement against the untraced one next to it.
-        let ratios: Vec<f64> = traced
-            .iter()
-            .filter_map(|t| {
-                let with = t.rps(path)?;
-                let base = untraced
-                    .iter()
-                    .filter(|u| u.pair == t.pair)
-                    .find_map(|u| u.rps(path))?;
-                Some(with / base)
-            })
-            .collect();
+        let ratios = pair_ratios(&untraced, &traced, path);
         let ratio = median(&ratios);
         if let Some(r) = ratio {
             lowest_ratio = Some(lowest_ratio.map_or(r, |l: f64| l.min(r)));
@@ -510,14 +583,7 @@ fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
             fmt_rps(median(&with)),
             ratio.map_or("-".into(), |r| format!("{r:.3}")),
             if ratios.len() > 1 {
-                format!(
-                    " (pairs: {})",
-                    ratios
-                        .iter()
-                        .map(|r| format!("{r:.3}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                )
+                format!(" (pairs: {})", fmt_ratios(&ratios))
             } else {
                 String::new()
             }
@@ -544,11 +610,26 @@ fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
             nginx_untraced.map_or("-".into(), |u| format!("{u:.1} µs")),
             nginx_traced.map_or("-".into(), |u| format!("{u:.1} µs")),
             match (nginx_untraced, nginx_traced) {
-                (Some(u), Some(t)) => format!(" (+{:.1} µs)", t - u),
+                (Some(u), Some(t)) => format!(" ({:+.1} µs)", t - u),
                 _ => String::new(),
             }
         );
+        let unselected_ratios = pair_ratios(&untraced, &unselected, path);
+        let unselected_ratio = median(&unselected_ratios);
+        let nginx_unselected = nginx_us(&unselected);
+        if let (Some(r), Some(u), Some(n)) = (unselected_ratio, nginx_untraced, nginx_unselected) {
+            println!(
+                "  {:<14} agent running, nginx not selected: ratio {r:.3} (pairs: {}), nginx CPU \
+                 per request {n:.1} µs ({:+.1} µs)",
+                "",
+                fmt_ratios(&unselected_ratios),
+                n - u
+            );
+        }
         paths_json.push(json!({
+            "unselected_throughput_ratio_median": unselected_ratio,
+            "unselected_throughput_ratios": unselected_ratios,
+            "nginx_us_per_request_median_unselected": nginx_unselected,
             "nginx_us_per_request_median": {"untraced": nginx_untraced, "traced": nginx_traced},
             "path": path,
             "untraced_rps_median": median(&base),

@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// Only the untraced rounds (checks the workload; needs no agent).
     #[arg(long)]
     pub baseline_only: bool,
+    /// http1-nginx, tls-nginx: a third measurement per pair and path, with the agent running
+    /// but nginx not selected: what processes the agent does not trace pay for its probes.
+    #[arg(long)]
+    pub unselected: bool,
     /// Measure this agent binary instead of building `target/release/periscope`.
     #[arg(long, value_name = "PATH")]
     pub agent_bin: Option<std::path::PathBuf>,
