@@ -190,19 +190,25 @@ pub fn measure(args: &BenchArgs, v: &Variant) -> Result<Value> {
                 order.reverse();
             }
             for mode in order {
+                let at = Measurement {
+                    nginx: &nginx,
+                    pair,
+                    path,
+                    duration,
+                };
                 let round = match (&bin, &receiver) {
                     (Some(bin), Some(rx)) if mode == Mode::Unselected => {
-                        unselected_round(&nginx, pair, path, duration, bin, rx, &out_dir, name)?
+                        let log = out_dir.join(format!("{}.log", at.tag(name, "unselected")));
+                        unselected_round(&at, bin, rx, &log)?
                     }
                     (Some(bin), Some(rx)) if mode == Mode::Traced => {
-                        let tag =
-                            format!("{name}-agent-pair{pair}{}", path.replace(['/', '.'], "-"));
+                        let tag = at.tag(name, "agent");
                         let log = out_dir.join(format!("{tag}.log"));
                         let stats_file = stats_dir.path().join(format!("{tag}.json"));
-                        traced_round(&nginx, pair, path, duration, bin, rx, &stats_file, &log)?
+                        traced_round(&at, bin, rx, &stats_file, &log)?
                     }
                     _ if mode != Mode::Untraced => continue,
-                    _ => untraced_round(&nginx, pair, path, duration)?,
+                    _ => untraced_round(&at)?,
                 };
                 print_round(v, &round);
                 rounds.push(round);
@@ -221,22 +227,32 @@ enum Mode {
     Unselected,
 }
 
-/// The agent runs with every probe attached but selects a program that does not exist.
-#[allow(clippy::too_many_arguments)]
-fn unselected_round(
-    nginx: &Nginx,
+/// One path's load on one nginx, in one pair.
+struct Measurement<'a> {
+    nginx: &'a Nginx,
     pair: u32,
     path: &'static str,
     duration: Duration,
+}
+
+impl Measurement<'_> {
+    /// A file name for what the agent leaves of this measurement.
+    fn tag(&self, scenario: &str, kind: &str) -> String {
+        format!(
+            "{scenario}-{kind}-pair{}{}",
+            self.pair,
+            self.path.replace(['/', '.'], "-")
+        )
+    }
+}
+
+/// The agent runs with every probe attached but selects a program that does not exist.
+fn unselected_round(
+    at: &Measurement,
     bin: &Path,
     receiver: &Receiver,
-    out_dir: &Path,
-    name: &str,
+    log: &Path,
 ) -> Result<Round> {
-    let log = out_dir.join(format!(
-        "{name}-unselected-pair{pair}{}.log",
-        path.replace(['/', '.'], "-")
-    ));
     let agent_args: Vec<String> = vec![
         "run".into(),
         "--exe".into(),
@@ -244,8 +260,8 @@ fn unselected_round(
         "--otlp-endpoint".into(),
         receiver.endpoint(),
     ];
-    let agent = Agent::start(bin, &agent_args, &log)?;
-    let mut round = untraced_round(nginx, pair, path, duration)?;
+    let agent = Agent::start(bin, &agent_args, log)?;
+    let mut round = untraced_round(at)?;
     agent.stop()?;
     round.unselected = true;
     Ok(round)
@@ -259,12 +275,13 @@ fn start_nginx(v: &Variant) -> Result<Nginx> {
     }
 }
 
-fn untraced_round(
-    nginx: &Nginx,
-    pair: u32,
-    path: &'static str,
-    duration: Duration,
-) -> Result<Round> {
+fn untraced_round(at: &Measurement) -> Result<Round> {
+    let Measurement {
+        nginx,
+        pair,
+        path,
+        duration,
+    } = *at;
     let nginx_before = nginx.cpu_time();
     let wrk_before = children_cpu_time();
     let started = Instant::now();
@@ -283,17 +300,19 @@ fn untraced_round(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn traced_round(
-    nginx: &Nginx,
-    pair: u32,
-    path: &'static str,
-    duration: Duration,
+    at: &Measurement,
     bin: &Path,
     receiver: &Receiver,
     stats_file: &Path,
     log: &Path,
 ) -> Result<Round> {
+    let Measurement {
+        nginx,
+        pair,
+        path,
+        duration,
+    } = *at;
     // nginx runs before the agent starts: the agent attaches to a running server.
     let _ = std::fs::remove_file(stats_file);
     let agent_args: Vec<String> = vec![
