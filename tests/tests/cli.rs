@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{require_capture, serial};
+use common::{Agent, require_capture, serial};
 
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(common::agent_binary())
@@ -85,25 +85,9 @@ fn bad_otlp_environment_is_named() {
 fn a_stop_during_start_up_is_a_clean_stop() {
     require_capture!();
     let _serial = serial();
-    let mut child = Command::new(common::agent_binary())
-        .args(["run", "--exe", "periscope-test-selects-nothing"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let agent = Agent::spawn(&["--exe", "periscope-test-selects-nothing"], &[]);
     std::thread::sleep(Duration::from_millis(100));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "agent did not stop within 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "{status}: {err}");
+    // Asserts a clean exit (status 0).
+    let (_, err) = agent.stop_with(libc::SIGTERM);
     assert!(err.contains("periscope: stopped"), "{err}");
 }

@@ -87,7 +87,6 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Start `periscope run ARGS` with extra environment, and wait until its probes are attached.
     /// `periscope run ARGS`, exporting to `receiver` over the receiver's own transport.
     pub fn exporting_to(receiver: &periscope_tests::OtlpReceiver, args: &[&str]) -> Agent {
         Agent::start(
@@ -99,7 +98,15 @@ impl Agent {
         )
     }
 
+    /// Start `periscope run ARGS` with extra environment, and wait until its probes are attached.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Agent {
+        let mut agent = Agent::spawn(args, env);
+        agent.wait_ready();
+        agent
+    }
+
+    /// Start `periscope run ARGS` with extra environment, without waiting for anything.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut cmd = Command::new(agent_binary());
         cmd.arg("run").args(args);
         for key in [
@@ -127,32 +134,35 @@ impl Agent {
                 }
             }
         });
-        let mut agent = Agent {
+        Agent {
             child: Some(child),
             stderr: rx,
             stderr_log: Vec::new(),
-        };
+        }
+    }
+
+    /// Wait until the agent says its probes are attached.
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match agent.stderr.recv_timeout(Duration::from_millis(100)) {
+            match self.stderr.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
                     let ready = line.starts_with("periscope: tracing");
-                    agent.stderr_log.push(line);
+                    self.stderr_log.push(line);
                     if ready {
                         break;
                     }
                 }
                 Err(_) if Instant::now() > deadline => {
-                    panic!("agent not ready in 30 s: {:?}", agent.stderr_log)
+                    panic!("agent not ready in 30 s: {:?}", self.stderr_log)
                 }
                 Err(_) => {
-                    if let Some(status) = agent.child.as_mut().unwrap().try_wait().unwrap() {
-                        panic!("agent exited early ({status}): {:?}", agent.stderr_log);
+                    if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                        panic!("agent exited early ({status}): {:?}", self.stderr_log);
                     }
                 }
             }
         }
-        agent
     }
 
     pub fn pid(&self) -> u32 {
@@ -160,10 +170,15 @@ impl Agent {
     }
 
     /// SIGINT, wait for a clean exit, and return (stdout, stderr).
-    pub fn stop(mut self) -> (String, String) {
+    pub fn stop(self) -> (String, String) {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Send `signal`, wait for a clean exit, and return (stdout, stderr).
+    pub fn stop_with(mut self, signal: libc::c_int) -> (String, String) {
         let mut child = self.child.take().unwrap();
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(child.id() as i32, signal) };
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -171,7 +186,7 @@ impl Agent {
             }
             assert!(
                 Instant::now() < deadline,
-                "agent did not stop within 30 s of SIGINT"
+                "agent did not stop within 30 s of signal {signal}"
             );
             std::thread::sleep(Duration::from_millis(50));
         };

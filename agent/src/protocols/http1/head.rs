@@ -179,10 +179,9 @@ pub(super) fn parse_head(flow: Flow, buf: &[u8], partial: bool) -> Option<Head> 
     let first_nl = memchr(b'\n', buf);
     let first_line = strip_cr(&buf[..first_nl.unwrap_or(buf.len())]);
     let start = match (flow, first_nl) {
-        (_, Some(_)) => parse_start_line(flow, first_line)?,
+        // The status code sits in the first 12 bytes: a cut reason phrase does not matter.
+        (_, Some(_)) | (Flow::Response, None) => parse_start_line(flow, first_line)?,
         (Flow::Request, None) if partial => request_start(parse_cut_request_line(first_line)?),
-        // The status code sits in the first 12 bytes; a cut reason phrase does not matter.
-        (Flow::Response, None) => parse_start_line(flow, first_line)?,
         (Flow::Request, None) => return None,
     };
     let mut head = Head::new(start, partial);
