@@ -49,11 +49,9 @@ struct Round {
     /// wrk CPU over the load, % of one core (shown for TLS, where the uprobes on the shared
     /// libssl also trap in wrk's calls, filtered out in the kernel but still paid for).
     wrk_cpu_percent: f64,
+    mode: Mode,
     /// Present for traced rounds.
     agent: Option<AgentRound>,
-    /// The agent ran, selecting only a program that does not exist: nginx met its probes but
-    /// was not traced.
-    unselected: bool,
 }
 
 struct AgentRound {
@@ -181,10 +179,14 @@ pub fn measure(args: &BenchArgs, v: &Variant) -> Result<Value> {
         for path in paths {
             let mut nginx = start_nginx(v)?;
             let traced_first = pair % 2 == 0;
-            let mut order = vec![Mode::Untraced, Mode::Traced];
-            if args.unselected && traced {
-                // At the far end, so that the untraced and traced measurements stay adjacent.
-                order.push(Mode::Unselected);
+            let mut order = vec![Mode::Untraced];
+            if traced {
+                order.push(Mode::Traced);
+                if args.unselected {
+                    // At the far end, so that the untraced and traced measurements stay
+                    // adjacent.
+                    order.push(Mode::Unselected);
+                }
             }
             if traced_first {
                 order.reverse();
@@ -196,19 +198,20 @@ pub fn measure(args: &BenchArgs, v: &Variant) -> Result<Value> {
                     path,
                     duration,
                 };
-                let round = match (&bin, &receiver) {
-                    (Some(bin), Some(rx)) if mode == Mode::Unselected => {
+                let round = match (mode, &bin, &receiver) {
+                    (Mode::Untraced, ..) => untraced_round(&at)?,
+                    (Mode::Unselected, Some(bin), Some(rx)) => {
                         let log = out_dir.join(format!("{}.log", at.tag(name, "unselected")));
                         unselected_round(&at, bin, rx, &log)?
                     }
-                    (Some(bin), Some(rx)) if mode == Mode::Traced => {
+                    (Mode::Traced, Some(bin), Some(rx)) => {
                         let tag = at.tag(name, "agent");
                         let log = out_dir.join(format!("{tag}.log"));
                         let stats_file = stats_dir.path().join(format!("{tag}.json"));
                         traced_round(&at, bin, rx, &stats_file, &log)?
                     }
-                    _ if mode != Mode::Untraced => continue,
-                    _ => untraced_round(&at)?,
+                    // The agent's modes are in the order only with an agent and a receiver.
+                    _ => continue,
                 };
                 print_round(v, &round);
                 rounds.push(round);
@@ -224,6 +227,8 @@ pub fn measure(args: &BenchArgs, v: &Variant) -> Result<Value> {
 enum Mode {
     Untraced,
     Traced,
+    /// The agent ran, selecting only a program that does not exist: nginx met its probes but
+    /// was not traced.
     Unselected,
 }
 
@@ -261,10 +266,12 @@ fn unselected_round(
         receiver.endpoint(),
     ];
     let agent = Agent::start(bin, &agent_args, log)?;
-    let mut round = untraced_round(at)?;
+    let round = untraced_round(at)?;
     agent.stop()?;
-    round.unselected = true;
-    Ok(round)
+    Ok(Round {
+        mode: Mode::Unselected,
+        ..round
+    })
 }
 
 fn start_nginx(v: &Variant) -> Result<Nginx> {
@@ -295,8 +302,8 @@ fn untraced_round(at: &Measurement) -> Result<Round> {
         nginx_us_per_request,
         nginx_cpu_percent,
         wrk_cpu_percent,
+        mode: Mode::Untraced,
         agent: None,
-        unselected: false,
     })
 }
 
@@ -378,7 +385,7 @@ fn traced_round(
             exit: exit.to_string(),
             log: log.to_path_buf(),
         }),
-        unselected: false,
+        mode: Mode::Traced,
     })
 }
 
@@ -424,12 +431,10 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 fn print_round(v: &Variant, round: &Round) {
-    let mode = if round.agent.is_some() {
-        "traced"
-    } else if round.unselected {
-        "agent running, nginx not selected"
-    } else {
-        "untraced"
+    let mode = match round.mode {
+        Mode::Untraced => "untraced",
+        Mode::Traced => "traced",
+        Mode::Unselected => "agent running, nginx not selected",
     };
     println!(
         "\npair {} {mode}: nginx CPU {:.1}% of one core{}",
@@ -506,8 +511,8 @@ fn round_json(variant: &Variant, round: &Round) -> Value {
         .collect();
     let mut v = json!({
         "pair": round.pair,
-        "traced": round.agent.is_some(),
-        "unselected": round.unselected,
+        "traced": round.mode == Mode::Traced,
+        "unselected": round.mode == Mode::Unselected,
         "requests": round.requests(),
         "nginx_cpu_percent_of_one_core": round.nginx_cpu_percent,
         "wrk": wrk,
@@ -561,12 +566,14 @@ fn fmt_ratios(ratios: &[f64]) -> String {
 /// Prints the summary, with the goals, and returns it as JSON.
 fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
     let name = v.name;
-    let untraced: Vec<&Round> = rounds
-        .iter()
-        .filter(|r| r.agent.is_none() && !r.unselected)
-        .collect();
-    let traced: Vec<&Round> = rounds.iter().filter(|r| r.agent.is_some()).collect();
-    let unselected: Vec<&Round> = rounds.iter().filter(|r| r.unselected).collect();
+    let of = |mode: Mode| {
+        rounds
+            .iter()
+            .filter(|r| r.mode == mode)
+            .collect::<Vec<&Round>>()
+    };
+    let (untraced, traced, unselected) =
+        (of(Mode::Untraced), of(Mode::Traced), of(Mode::Unselected));
 
     println!(
         "\nsummary {name} ({} pair(s), {} s each, wrk -t{} -c{})",
