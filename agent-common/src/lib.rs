@@ -305,11 +305,11 @@ pub struct TracepointOffsets {
     pub state_daddr: u16,
     pub state_saddr_v6: u16,
     pub state_daddr_v6: u16,
-    /// sched:sched_process_fork
-    pub fork_child_pid: u16,
+    /// task:task_newtask: the new task's id, and its clone flags (a thread or a process).
+    pub newtask_pid: u16,
+    pub newtask_clone_flags: u16,
     /// sched:sched_wakeup
     pub wakeup_pid: u16,
-    pub _pad: u16,
 }
 
 /// `SYSCALL_KINDS` value of a syscall number the data path does not decode. Data syscalls map to
@@ -370,9 +370,9 @@ impl CaptureConfig {
                 state_daddr: 0,
                 state_saddr_v6: 0,
                 state_daddr_v6: 0,
-                fork_child_pid: 0,
+                newtask_pid: 0,
+                newtask_clone_flags: 0,
                 wakeup_pid: 0,
-                _pad: 0,
             },
         }
     }

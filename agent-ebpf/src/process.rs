@@ -16,6 +16,9 @@ use crate::maps::{
 /// while the process lives (a short-lived client may be gone within milliseconds).
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
+/// A new task that shares its creator's thread group: a thread, not a process.
+const CLONE_THREAD: u64 = 0x10000;
+
 /// `comm`: the program's command name for an exec (zeroes for an exit, where it is not used).
 fn emit(kind: EventKind, tgid: u32, comm: [u8; 16]) {
     let event = ProcessEvent {
@@ -71,10 +74,18 @@ pub fn try_exit(_ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// `sched:sched_process_fork`: a child of a selected process is selected too (pre-fork servers
-/// such as nginx or gunicorn serve from children that never exec).
+/// `task:task_newtask`, in the parent's context: a child process of a selected process is
+/// selected too (pre-fork servers such as nginx or gunicorn serve from children that never
+/// exec). A new thread belongs to its process's selection already: entered in the table, its
+/// id would stay there for good (only a process's exit clears it), and a server that starts a
+/// thread per request would fill the table.
 pub fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     if config!(filter_pids) == 0 {
+        return Ok(());
+    }
+    let flags_offset = config!(offsets.newtask_clone_flags) as usize;
+    let clone_flags: u64 = unsafe { ctx.read_at(flags_offset) }.map_err(i64::from)?;
+    if clone_flags & CLONE_THREAD != 0 {
         return Ok(());
     }
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -82,9 +93,8 @@ pub fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     if unsafe { TRACED_PIDS.get(parent) }.is_none() {
         return Ok(());
     }
-    let offset = config!(offsets.fork_child_pid) as usize;
-    let child: i32 = unsafe { ctx.read_at(offset) }.map_err(i64::from)?;
-    // A new thread also reports here with its thread id; as a tgid key it is never looked up.
+    let pid_offset = config!(offsets.newtask_pid) as usize;
+    let child: i32 = unsafe { ctx.read_at(pid_offset) }.map_err(i64::from)?;
     if TRACED_PIDS.insert(child as u32, 1, 0).is_ok() {
         traced_pids_changed();
     }

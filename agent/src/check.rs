@@ -95,7 +95,7 @@ pub fn check() -> bool {
             false,
             "process tracepoints",
             &if missing_optional.is_empty() {
-                "sched_process_{exec,exit,fork}, sched_wakeup".to_owned()
+                "sched_process_{exec,exit}, task_newtask, sched_wakeup".to_owned()
             } else {
                 format!(
                     "missing {} (new processes found by rescans of /proc)",

@@ -17,7 +17,7 @@ use crate::{
     capture::{
         events::{KernelEvent, decode},
         probes::{KernelCounts, ProbeOptions, Probes, ring_capacity},
-        processes::ProcessSelector,
+        processes::{ProcessSelector, SelectionStats},
         ring_backlog::RingBacklog,
         self_traffic::SelfTraffic,
         streams::{Connections, Finished, StreamOutput, StreamStats},
@@ -70,6 +70,8 @@ struct Stats {
     export: ExportStatsSnapshot,
     /// How often the agent had to compete for the CPU (absent with `--cpu-priority normal`).
     cpu_priority: Option<GovernorStats>,
+    /// The kernel's table of selected processes (absent when every process is traced).
+    selection: Option<SelectionStats>,
 }
 
 /// No trip round the capture loop for this long means its thread is not getting the CPU.
@@ -282,6 +284,11 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         hold: hold.stats.clone(),
         export: export_stats.snapshot(),
         cpu_priority,
+        selection: selector
+            .kernel_table_entries()
+            .map(|entries| SelectionStats {
+                kernel_table_entries: entries,
+            }),
     };
     // Detach every probe before reporting.
     drop(ring);

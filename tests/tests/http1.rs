@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -530,6 +532,54 @@ fn pid_selects_one_process() {
         names,
         vec![format!("GET /items/{chosen_port}")],
         "only process {pid_arg} is traced:\n{stdout}"
+    );
+}
+
+/// A selected server that starts a thread per connection: its threads belong to its selection
+/// and take no entries of their own in the kernel's table of selected processes. (They did: the
+/// table, cleared only by process exits, filled up, and a thread's id reused as the pid of an
+/// unrelated program selected that program.)
+#[test]
+fn a_thread_per_connection_server_adds_no_selected_processes() {
+    require_capture!();
+    let _serial = serial();
+    const CONNECTIONS: usize = 200;
+    let (_server, port) = python_service::<&str>("shop.py", &[]);
+    let stats_file = StatsFile::new("thread-per-connection");
+    let agent = Agent::start(
+        &[
+            "--exe",
+            "shop.py",
+            "--output",
+            "json",
+            "--stats-file",
+            stats_file.path(),
+        ],
+        &[],
+    );
+    // One request per connection: ThreadingHTTPServer serves each on a thread of its own.
+    for _ in 0..CONNECTIONS {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .write_all(b"GET /items/1 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        assert!(response.starts_with(b"HTTP/1.1 200"), "{response:?}");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (stdout, _) = agent.stop();
+    assert_eq!(
+        stdout.lines().count(),
+        CONNECTIONS,
+        "every request traced:\n{stdout}"
+    );
+    let stats = stats_file.read();
+    let entries = stats["selection"]["kernel_table_entries"].as_u64();
+    assert_eq!(
+        entries,
+        Some(1),
+        "the server alone is selected, not its {CONNECTIONS} threads: {stats:#}"
     );
 }
 

@@ -38,7 +38,7 @@ const DATA_PATH: &[(&str, &str, &str)] = &[
 const OPTIONAL: &[(&str, &str, &str)] = &[
     ("process_exec", "sched", "sched_process_exec"),
     ("process_exit", "sched", "sched_process_exit"),
-    ("process_fork", "sched", "sched_process_fork"),
+    ("process_fork", "task", "task_newtask"),
     ("thread_wakeup", "sched", "sched_wakeup"),
 ];
 
@@ -230,6 +230,11 @@ impl TracedPids {
         self.generation
             .set(TRACED_PIDS_USER_GENERATION, self.user_generation, 0)?;
         Ok(())
+    }
+
+    /// Entries in the table now.
+    pub fn entries(&self) -> u64 {
+        self.pids.keys().filter(Result::is_ok).count() as u64
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::{collections::HashSet, fs, path::Path};
 
+use serde::Serialize;
+
 use super::{probes::TracedPids, procnet};
 
 #[derive(Clone, Debug, Default)]
@@ -51,6 +53,13 @@ impl Selection {
             by_path || by_arg
         })
     }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SelectionStats {
+    /// Processes the kernel holds as selected: those selected and their forked children, until
+    /// they exit.
+    pub kernel_table_entries: u64,
 }
 
 /// Keeps the kernel's `TRACED_PIDS` table in step with the selection.
@@ -145,6 +154,11 @@ impl ProcessSelector {
     /// Whether this process is traced (always, when not filtering).
     pub fn is_traced(&self, tgid: u32) -> bool {
         tgid != self.agent_tgid && (!self.selection.is_filtering() || self.traced.contains(&tgid))
+    }
+
+    /// Entries in the kernel's table of selected processes, when there is one.
+    pub fn kernel_table_entries(&self) -> Option<u64> {
+        self.kernel_table.as_ref().map(TracedPids::entries)
     }
 
     pub fn on_exit(&mut self, tgid: u32) {

@@ -121,9 +121,9 @@ pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
         state_daddr: state("daddr")?,
         state_saddr_v6: state("saddr_v6")?,
         state_daddr_v6: state("daddr_v6")?,
-        fork_child_pid: field_offset(root, "sched", "sched_process_fork", "child_pid")?,
+        newtask_pid: field_offset(root, "task", "task_newtask", "pid")?,
+        newtask_clone_flags: field_offset(root, "task", "task_newtask", "clone_flags")?,
         wakeup_pid: field_offset(root, "sched", "sched_wakeup", "pid")?,
-        _pad: 0,
     })
 }
 

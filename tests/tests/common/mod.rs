@@ -82,6 +82,8 @@ pub(crate) use require_capture;
 /// The agent under test. Stopped with SIGINT (and checked to exit 0) by `stop`.
 pub struct Agent {
     child: Option<Child>,
+    /// Everything the agent writes to stdout, once it has exited.
+    stdout: Option<std::thread::JoinHandle<String>>,
     stderr: mpsc::Receiver<String>,
     pub stderr_log: Vec<String>,
 }
@@ -125,6 +127,15 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start agent");
+        // Read as it comes: a pipe left full would stall the agent's terminal output (which,
+        // bounded by its flush timeout, then gives up).
+        let mut stdout_pipe = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut text = String::new();
+            let _ = stdout_pipe.read_to_string(&mut text);
+            text
+        });
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -136,6 +147,7 @@ impl Agent {
         });
         Agent {
             child: Some(child),
+            stdout: Some(stdout),
             stderr: rx,
             stderr_log: Vec::new(),
         }
@@ -190,11 +202,11 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        let mut stdout = String::new();
-        if let Some(mut out) = child.stdout.take() {
-            use std::io::Read;
-            let _ = out.read_to_string(&mut stdout);
-        }
+        let stdout = self
+            .stdout
+            .take()
+            .map(|reader| reader.join().unwrap_or_default())
+            .unwrap_or_default();
         while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(200)) {
             self.stderr_log.push(line);
         }
