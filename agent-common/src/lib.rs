@@ -349,6 +349,18 @@ pub struct CaptureConfig {
     /// Userspace is woken when the ring buffer's backlog reaches this many bytes.
     pub wakeup_bytes: u32,
     pub offsets: TracepointOffsets,
+    /// Where `struct sock` keeps what the raw `sock` tracepoints need (from the kernel's BTF).
+    pub sock: SockOffsets,
+}
+
+/// Byte offsets of two `u16` fields of the kernel's `struct sock`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SockOffsets {
+    /// `__sk_common.skc_family`
+    pub family: u16,
+    /// `sk_protocol`
+    pub protocol: u16,
 }
 
 impl CaptureConfig {
@@ -374,6 +386,10 @@ impl CaptureConfig {
                 newtask_clone_flags: 0,
                 wakeup_pid: 0,
             },
+            sock: SockOffsets {
+                family: 0,
+                protocol: 0,
+            },
         }
     }
 }
@@ -386,6 +402,7 @@ mod pod {
     unsafe impl aya::Pod for super::SockInfo {}
     unsafe impl aya::Pod for super::CaptureConfig {}
     unsafe impl aya::Pod for super::TracepointOffsets {}
+    unsafe impl aya::Pod for super::SockOffsets {}
 }
 
 #[cfg(test)]
@@ -402,6 +419,7 @@ mod tests {
         assert_eq!(size_of::<ProcessEvent>(), 4 + 4 + 8 + 16);
         assert_eq!(size_of::<WakeEvent>(), 4 + 4 * 3 + 8);
         assert_eq!(size_of::<TracepointOffsets>(), 14 * 2);
-        assert_eq!(size_of::<CaptureConfig>(), 4 * 4 + 14 * 2);
+        assert_eq!(size_of::<SockOffsets>(), 2 * 2);
+        assert_eq!(size_of::<CaptureConfig>(), 4 * 4 + 14 * 2 + 2 * 2);
     }
 }

@@ -16,10 +16,10 @@ use agent_common::{
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{bpf_loop, bpf_probe_read_user},
     },
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 
 use crate::{
@@ -48,7 +48,7 @@ const MSGHDR_IOV: u64 = 16;
 const MSG_PEEK: i32 = 2;
 
 /// `sock:sock_send_length` (`Egress`) / `sock:sock_recv_length` (`Ingress`): report the bytes a
-/// traced process just moved on a TCP socket.
+/// traced process just moved on a TCP socket. (The fallback: see `try_socket_io_raw`.)
 pub fn try_socket_io(ctx: &TracePointContext, direction: Direction) -> Result<(), i64> {
     let protocol: u16 = field(ctx, sock_length_record::PROTOCOL);
     let family: u16 = field(ctx, sock_length_record::FAMILY);
@@ -65,6 +65,42 @@ pub fn try_socket_io(ctx: &TracePointContext, direction: Direction) -> Result<()
         return Ok(());
     }
     let sock: u64 = field(ctx, sock_length_record::SK);
+    socket_io(sock, ret, pid_tgid, direction)
+}
+
+/// The same as raw tracepoints, which hand over the tracepoint's arguments (`struct sock *`,
+/// byte count, flags) instead of a record the kernel fills for every event: a process outside
+/// the selection leaves before anything is read, and the socket's family and protocol are read
+/// only for traced processes, at offsets userspace found in the kernel's BTF.
+pub fn try_socket_io_raw(ctx: &RawTracePointContext, direction: Direction) -> Result<(), i64> {
+    let sock: u64 = ctx.arg(0);
+    // `int` arguments, passed as 64-bit words.
+    let ret = ctx.arg::<u64>(1) as i32;
+    let flags = ctx.arg::<u64>(2) as i32;
+    if ret <= 0 || flags & MSG_PEEK != 0 {
+        return Ok(());
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let family = read_sock_u16(sock, config!(sock.family))?;
+    let protocol = read_sock_u16(sock, config!(sock.protocol))?;
+    if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
+        return Ok(());
+    }
+    socket_io(sock, ret, pid_tgid, direction)
+}
+
+#[inline(always)]
+fn read_sock_u16(sock: u64, offset: u16) -> Result<u16, i64> {
+    // SAFETY: a kernel read that faults safely; the tracepoint's socket is live while it runs.
+    unsafe { bpf_probe_read_kernel((sock + u64::from(offset)) as *const u16) }.map_err(i64::from)
+}
+
+/// What both entry points share once the event is a traced process's TCP bytes.
+#[inline(always)]
+fn socket_io(sock: u64, ret: i32, pid_tgid: u64, direction: Direction) -> Result<(), i64> {
     let call = match current_data_syscall() {
         // A syscall moving bytes the other way (sendfile reading from a socket) is not one we
         // decode either.

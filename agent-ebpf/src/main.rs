@@ -15,8 +15,8 @@ mod tls;
 
 use agent_common::Direction;
 use aya_ebpf::{
-    macros::{tracepoint, uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    macros::{raw_tracepoint, tracepoint, uprobe, uretprobe},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
 };
 
 /// `sock:sock_send_length`: the data path, outgoing.
@@ -30,6 +30,21 @@ pub fn sock_send(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sock_recv(ctx: TracePointContext) -> u32 {
     let _ = io::try_socket_io(&ctx, Direction::Ingress);
+    0
+}
+
+/// `sock_send_length` as a raw tracepoint: the data path, outgoing, when the kernel's BTF
+/// locates the socket's fields (else `sock_send`).
+#[raw_tracepoint]
+pub fn sock_send_raw(ctx: RawTracePointContext) -> i32 {
+    let _ = io::try_socket_io_raw(&ctx, Direction::Egress);
+    0
+}
+
+/// `sock_recv_length` as a raw tracepoint: the data path, incoming.
+#[raw_tracepoint]
+pub fn sock_recv_raw(ctx: RawTracePointContext) -> i32 {
+    let _ = io::try_socket_io_raw(&ctx, Direction::Ingress);
     0
 }
 

@@ -2,7 +2,7 @@
 //!
 //! - [`probes`] loads and attaches the kernel programs and reads their loss counters;
 //! - [`syscalls`] gives the kernel programs this architecture's syscall numbers and registers;
-//! - [`tracefs`] finds tracepoints and their layouts;
+//! - [`tracefs`] finds tracepoints and their layouts, [`kernel_btf`] the kernel's socket fields;
 //! - [`events`] decodes ring-buffer records;
 //! - [`processes`] keeps the kernel's process selection up to date;
 //! - [`procnet`] answers from /proc what the kernel did not see (connections older than us);
@@ -11,6 +11,7 @@
 //! - [`streams`] routes bytes to per-connection protocol decoders.
 
 pub mod events;
+pub mod kernel_btf;
 pub mod probes;
 pub mod processes;
 pub mod procnet;

@@ -4,17 +4,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use agent_common::{
-    COUNTER_COUNT, CaptureConfig, Counter, MAX_CAPTURE, SockInfo, TRACED_PIDS_USER_GENERATION,
+    COUNTER_COUNT, CaptureConfig, Counter, MAX_CAPTURE, SockInfo, SockOffsets,
+    TRACED_PIDS_USER_GENERATION,
 };
 use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
 };
 use serde::Serialize;
 
-use super::{streams::CaptureChange, syscalls, tracefs};
+use super::{kernel_btf, streams::CaptureChange, syscalls, tracefs};
 use crate::protocols::PrefixNeed;
 
 /// The kernel object built by `agent/build.rs`.
@@ -81,6 +82,18 @@ impl Probes {
                 bail!("tracepoint {category}:{name} is missing on this kernel; capture needs it");
             }
         }
+        // Raw tracepoints skip the record the kernel fills for every socket event on the host
+        // (halving what an unselected process pays per socket syscall); they need the kernel's
+        // layout of `struct sock`.
+        let sock_offsets = match kernel_btf::sock_offsets(Path::new(KERNEL_BTF)) {
+            Ok(offsets) => Some(offsets),
+            Err(err) => {
+                log::warn!(
+                    "socket fields not found in BTF ({err:#}); using the sock tracepoints' records"
+                );
+                None
+            }
+        };
         let ring = ring_capacity(opts.ring_buffer_bytes);
         let config = CaptureConfig {
             agent_tgid: opts.agent_tgid,
@@ -88,6 +101,10 @@ impl Probes {
             capture_bytes: opts.capture_bytes.min(MAX_CAPTURE as u32),
             wakeup_bytes: wakeup_bytes(ring),
             offsets: tracefs::read_offsets(root)?,
+            sock: sock_offsets.unwrap_or(SockOffsets {
+                family: 0,
+                protocol: 0,
+            }),
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
@@ -105,7 +122,11 @@ impl Probes {
         }
         let mut missing_optional = Vec::new();
         for (program, category, name) in DATA_PATH {
-            attach(&mut ebpf, program, category, name)?;
+            if sock_offsets.is_some() && (*program == "sock_send" || *program == "sock_recv") {
+                attach_raw(&mut ebpf, &format!("{program}_raw"), name)?;
+            } else {
+                attach(&mut ebpf, program, category, name)?;
+            }
         }
         for (program, category, name) in OPTIONAL {
             if !tracefs::has_tracepoint(root, category, name) {
@@ -197,6 +218,18 @@ fn comm_key(name: &str) -> [u8; 16] {
     let n = file.len().min(15);
     key[..n].copy_from_slice(&file[..n]);
     key
+}
+
+fn attach_raw(ebpf: &mut Ebpf, program: &str, name: &str) -> anyhow::Result<()> {
+    let raw: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the kernel object"))?
+        .try_into()?;
+    raw.load()
+        .with_context(|| format!("the verifier refused program {program}"))?;
+    raw.attach(name)
+        .with_context(|| format!("attaching {program} to raw tracepoint {name}"))?;
+    Ok(())
 }
 
 fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> anyhow::Result<()> {
