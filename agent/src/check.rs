@@ -1,11 +1,17 @@
 //! `periscope check`: one screen on what this kernel and these privileges allow.
 
-use std::{fs, path::Path};
+use std::{fs, io::Write as _, path::Path};
 
 use crate::capture::{
+    kernel_btf,
     probes::{KERNEL_BTF, ProbeOptions, Probes, wanted_tracepoints},
     tracefs,
 };
+
+/// One line to stdout; a reader that went away (`periscope check | head -3`) is no error.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
 
 struct Report {
     fatal: bool,
@@ -21,7 +27,7 @@ impl Report {
         if !ok && required {
             self.fatal = true;
         }
-        println!("  [{mark}] {what:<38} {detail}");
+        say(&format!("  [{mark}] {what:<38} {detail}"));
     }
 }
 
@@ -29,7 +35,7 @@ impl Report {
 pub fn check() -> bool {
     let mut r = Report { fatal: false };
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("periscope check — kernel {}", release.trim());
+    say(&format!("periscope check — kernel {}", release.trim()));
 
     let caps = effective_capabilities();
     let has = |bit: u32| caps.is_some_and(|c| c & (1u64 << bit) != 0);
@@ -55,6 +61,21 @@ pub fn check() -> bool {
             "missing: the data path reads the current syscall's registers through BTF-typed helpers"
         },
     );
+    if btf {
+        let fields = kernel_btf::sock_offsets(Path::new(KERNEL_BTF));
+        r.line(
+            fields.is_ok(),
+            false,
+            "socket fields in BTF (struct sock)",
+            &match fields {
+                Ok(at) => format!(
+                    "family at {}, protocol at {}: the data path runs as raw tracepoints",
+                    at.family, at.protocol
+                ),
+                Err(e) => format!("{e:#}; the sock tracepoints' records are used instead"),
+            },
+        );
+    }
     let root = match tracefs::ensure_mounted() {
         Ok(root) => {
             r.line(true, true, "tracefs", root);
@@ -162,15 +183,12 @@ pub fn check() -> bool {
             ),
         }
     }
-    println!(
-        "{}",
-        if r.fatal {
-            "capture is NOT possible here: fix the FAIL lines above"
-        } else {
-            "capture is possible: `periscope run` will trace HTTP/1, HTTP/2, gRPC, PostgreSQL, \
-             MySQL and Redis over TCP (IPv4 and IPv6)"
-        }
-    );
+    say(if r.fatal {
+        "capture is NOT possible here: fix the FAIL lines above"
+    } else {
+        "capture is possible: `periscope run` will trace HTTP/1, HTTP/2, gRPC, PostgreSQL, \
+         MySQL and Redis over TCP (IPv4 and IPv6)"
+    });
     !r.fatal
 }
 
