@@ -1,5 +1,5 @@
 //! The agent's command line: bad input is refused with a message naming it, before the kernel
-//! is touched; a stop signal is honoured whenever it comes.
+//! is touched; a stop signal is honoured whenever it comes; output cut short is no crash.
 
 mod common;
 
@@ -90,4 +90,26 @@ fn a_stop_during_start_up_is_a_clean_stop() {
     // Asserts a clean exit (status 0).
     let (_, err) = agent.stop_with(libc::SIGTERM);
     assert!(err.contains("periscope: stopped"), "{err}");
+}
+
+/// `periscope check | head -1`: a reader that leaves early is no crash.
+#[test]
+fn check_output_to_a_closed_pipe_is_no_crash() {
+    require_capture!();
+    let _serial = serial();
+    let mut child = Command::new(common::agent_binary())
+        .arg("check")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("agent binary built (cargo build -p periscope)");
+    // Gone before the first line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("panicked"),
+        "{}: {stderr}",
+        out.status
+    );
 }
