@@ -34,6 +34,13 @@ const DATA_PATH: &[(&str, &str, &str)] = &[
     ("sock_state", "sock", "inet_sock_set_state"),
 ];
 
+/// Programs that serve the socket tracepoints above as raw tracepoints, taking their place when
+/// the kernel's BTF locates the socket fields they read.
+const RAW_DATA_PATH: &[(&str, &str)] = &[
+    ("sock_send", "sock_send_raw"),
+    ("sock_recv", "sock_recv_raw"),
+];
+
 /// Useful but not essential: without them new processes are found by periodic rescans only,
 /// and a thread pool's hand-offs are not seen.
 const OPTIONAL: &[(&str, &str, &str)] = &[
@@ -122,10 +129,13 @@ impl Probes {
         }
         let mut missing_optional = Vec::new();
         for (program, category, name) in DATA_PATH {
-            if sock_offsets.is_some() && (*program == "sock_send" || *program == "sock_recv") {
-                attach_raw(&mut ebpf, &format!("{program}_raw"), name)?;
-            } else {
-                attach(&mut ebpf, program, category, name)?;
+            let raw = RAW_DATA_PATH
+                .iter()
+                .find(|(served, _)| served == program)
+                .filter(|_| sock_offsets.is_some());
+            match raw {
+                Some((_, raw_program)) => attach_raw(&mut ebpf, raw_program, name)?,
+                None => attach(&mut ebpf, program, category, name)?,
             }
         }
         for (program, category, name) in OPTIONAL {
