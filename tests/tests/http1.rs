@@ -3,13 +3,15 @@
 mod common;
 
 use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
-    Agent, KeepaliveClient, StatsFile, curl, python_service, require_capture, serial, servers,
+    Agent, KeepaliveClient, Program, StatsFile, curl, python_service, require_capture, serial,
+    servers, workload,
 };
 use periscope_tests::{OtlpReceiver, ReceivedSpan, Transport};
 
@@ -581,6 +583,52 @@ fn a_thread_per_connection_server_adds_no_selected_processes() {
         Some(1),
         "the server alone is selected, not its {CONNECTIONS} threads: {stats:#}"
     );
+}
+
+/// IPv6: a server on `::1` and curl calling it, both traced. Addresses and ports come from the
+/// kernel's view of IPv6 sockets, and the two ends make one trace.
+#[test]
+fn ipv6_loopback_server_and_client() {
+    require_capture!();
+    let _serial = serial();
+    let Ok(probe) = TcpListener::bind("[::1]:0") else {
+        eprintln!("SKIPPED: this machine has no IPv6 loopback address");
+        return;
+    };
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    // Serves a listing of the workloads folder.
+    let server = Program::spawn(
+        Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "::1"])
+            .current_dir(workload(".")),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("::1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on [::1]:{port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
+    let pid = server.pid().to_string();
+    let agent = Agent::exporting_to(&receiver, &["--pid", &pid, "--exe", "curl"]);
+    let url = format!("http://[::1]:{port}/");
+    curl(&["-g", "-o", "/dev/null", &url]);
+    let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 2);
+    agent.stop();
+
+    let served = one(&spans, "server", "GET /");
+    assert_eq!(served.int_attr("http.response.status_code"), Some(200));
+    assert_eq!(served.int_attr("server.port"), Some(i64::from(port)));
+    assert_eq!(served.attr("client.address").as_deref(), Some("::1"));
+    assert_eq!(served.attr("network.peer.address").as_deref(), Some("::1"));
+    let called = one(&spans, "client", "GET /");
+    assert_eq!(called.attr("url.full").as_deref(), Some(url.as_str()));
+    assert_eq!(called.attr("server.address").as_deref(), Some("::1"));
+    assert_eq!(called.int_attr("server.port"), Some(i64::from(port)));
+    assert_eq!(called.attr("network.peer.address").as_deref(), Some("::1"));
+    assert_eq!(called.int_attr("network.peer.port"), Some(i64::from(port)));
+    assert_eq!(served.trace_id_hex(), called.trace_id_hex());
+    assert_eq!(served.parent_span_id_hex(), called.span_id_hex());
 }
 
 /// A request peeked at (MSG_PEEK) and then read is one request, not two. Bytes moved by a

@@ -188,12 +188,19 @@ fn full_url(
     path: &str,
     query: Option<&str>,
 ) -> String {
-    // "://", ":" and up to five digits, then "?".
-    let len = scheme.len() + host.len() + 9 + path.len() + query.map_or(0, |q| q.len() + 1);
+    // "://", brackets, ":" and up to five digits, then "?".
+    let len = scheme.len() + host.len() + 11 + path.len() + query.map_or(0, |q| q.len() + 1);
     let mut url = String::with_capacity(len);
     url.push_str(scheme);
     url.push_str("://");
-    url.push_str(host);
+    // An IPv6 address is bracketed in a URL (RFC 3986), so that its colons are not a port's.
+    if host.contains(':') {
+        url.push('[');
+        url.push_str(host);
+        url.push(']');
+    } else {
+        url.push_str(host);
+    }
     if let Some(p) = port.filter(|&p| p != default_port(scheme)) {
         let _ = write!(url, ":{p}");
     }
@@ -445,6 +452,31 @@ mod tests {
 
     fn get<'a>(s: &'a SpanShape, k: &str) -> Option<&'a AttrValue> {
         s.attributes.iter().find(|(a, _)| *a == k).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn an_ipv6_host_is_bracketed_in_the_url_only() {
+        let ex = HttpExchange {
+            method: "GET".into(),
+            target: "/items".into(),
+            version: "1.1",
+            host: Some("[::1]:8080".into()),
+            status: Some(200),
+            ..Default::default()
+        };
+        let s = span_of(ex, Role::Client);
+        assert_eq!(
+            get(&s, "server.address").and_then(AttrValue::as_str),
+            Some("::1")
+        );
+        assert_eq!(
+            get(&s, "url.full").and_then(AttrValue::as_str),
+            Some("http://[::1]:8080/items")
+        );
+        assert_eq!(
+            full_url("https", "fe80::1", Some(443), "/", None),
+            "https://[fe80::1]/"
+        );
     }
 
     #[test]
