@@ -52,12 +52,12 @@ const MSG_PEEK: i32 = 2;
 pub fn try_socket_io(ctx: &TracePointContext, direction: Direction) -> Result<(), i64> {
     let protocol: u16 = field(ctx, sock_length_record::PROTOCOL);
     let family: u16 = field(ctx, sock_length_record::FAMILY);
-    if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
+    if !is_tcp_over_ip(family, protocol) {
         return Ok(());
     }
     let ret: i32 = field(ctx, sock_length_record::RET);
     let flags: i32 = field(ctx, sock_length_record::FLAGS);
-    if ret <= 0 || flags & MSG_PEEK != 0 {
+    if !moved_bytes(ret, flags) {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -77,7 +77,7 @@ pub fn try_socket_io_raw(ctx: &RawTracePointContext, direction: Direction) -> Re
     // `int` arguments, passed as 64-bit words.
     let ret = ctx.arg::<u64>(1) as i32;
     let flags = ctx.arg::<u64>(2) as i32;
-    if ret <= 0 || flags & MSG_PEEK != 0 {
+    if !moved_bytes(ret, flags) {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -86,10 +86,22 @@ pub fn try_socket_io_raw(ctx: &RawTracePointContext, direction: Direction) -> Re
     }
     let family = read_sock_u16(sock, config!(sock.family))?;
     let protocol = read_sock_u16(sock, config!(sock.protocol))?;
-    if protocol != IPPROTO_TCP || (family != AF_INET && family != AF_INET6) {
+    if !is_tcp_over_ip(family, protocol) {
         return Ok(());
     }
     socket_io(sock, ret, pid_tgid, direction)
+}
+
+/// TCP over IPv4 or IPv6: the only sockets decoded.
+#[inline(always)]
+fn is_tcp_over_ip(family: u16, protocol: u16) -> bool {
+    protocol == IPPROTO_TCP && (family == AF_INET || family == AF_INET6)
+}
+
+/// Whether the call moved bytes that stay moved (a peek leaves them for the read that follows).
+#[inline(always)]
+fn moved_bytes(ret: i32, flags: i32) -> bool {
+    ret > 0 && flags & MSG_PEEK == 0
 }
 
 #[inline(always)]
