@@ -65,13 +65,15 @@ pub fn try_socket_io(ctx: &TracePointContext, direction: Direction) -> Result<()
         return Ok(());
     }
     let sock: u64 = field(ctx, sock_length_record::SK);
-    socket_io(sock, ret, pid_tgid, direction)
+    socket_io(sock, SOCKS.get_ptr_mut(sock), ret, pid_tgid, direction)
 }
 
 /// The same as raw tracepoints, which hand over the tracepoint's arguments (`struct sock *`,
 /// byte count, flags) instead of a record the kernel fills for every event: a process outside
 /// the selection leaves before anything is read, and the socket's family and protocol are read
-/// only for traced processes, at offsets userspace found in the kernel's BTF.
+/// only for a traced process's socket not yet in `SOCKS`, at offsets userspace found in the
+/// kernel's BTF. (Only TCP sockets over IP are entered there, and an entry goes when its socket
+/// closes, so an entry answers both.)
 pub fn try_socket_io_raw(ctx: &RawTracePointContext, direction: Direction) -> Result<(), i64> {
     let sock: u64 = ctx.arg(0);
     // `int` arguments, passed as 64-bit words.
@@ -84,12 +86,15 @@ pub fn try_socket_io_raw(ctx: &RawTracePointContext, direction: Direction) -> Re
     if !is_traced((pid_tgid >> 32) as u32) {
         return Ok(());
     }
-    let family = read_sock_u16(sock, config!(sock.family))?;
-    let protocol = read_sock_u16(sock, config!(sock.protocol))?;
-    if !is_tcp_over_ip(family, protocol) {
-        return Ok(());
+    let entry = SOCKS.get_ptr_mut(sock);
+    if entry.is_none() {
+        let family = read_sock_u16(sock, config!(sock.family))?;
+        let protocol = read_sock_u16(sock, config!(sock.protocol))?;
+        if !is_tcp_over_ip(family, protocol) {
+            return Ok(());
+        }
     }
-    socket_io(sock, ret, pid_tgid, direction)
+    socket_io(sock, entry, ret, pid_tgid, direction)
 }
 
 /// TCP over IPv4 or IPv6: the only sockets decoded.
@@ -110,9 +115,16 @@ fn read_sock_u16(sock: u64, offset: u16) -> Result<u16, i64> {
     unsafe { bpf_probe_read_kernel((sock + u64::from(offset)) as *const u16) }.map_err(i64::from)
 }
 
-/// What both entry points share once the event is a traced process's TCP bytes.
+/// What both entry points share once the event is a traced process's TCP bytes; `entry` is
+/// the socket's `SOCKS` entry, looked up by the caller.
 #[inline(always)]
-fn socket_io(sock: u64, ret: i32, pid_tgid: u64, direction: Direction) -> Result<(), i64> {
+fn socket_io(
+    sock: u64,
+    entry: Option<*mut SockInfo>,
+    ret: i32,
+    pid_tgid: u64,
+    direction: Direction,
+) -> Result<(), i64> {
     let call = match current_data_syscall() {
         // A syscall moving bytes the other way (sendfile reading from a socket) is not one we
         // decode either.
@@ -145,6 +157,7 @@ fn socket_io(sock: u64, ret: i32, pid_tgid: u64, direction: Direction) -> Result
     emit_payload(&Payload {
         pid_tgid,
         sock,
+        entry,
         fd,
         direction: call.direction as u8,
         syscall: call.syscall as u8,
@@ -164,6 +177,8 @@ fn socket_io(sock: u64, ret: i32, pid_tgid: u64, direction: Direction) -> Result
 pub struct Payload {
     pub pid_tgid: u64,
     pub sock: u64,
+    /// The socket's `SOCKS` entry as just looked up (`None`: not there yet).
+    pub entry: Option<*mut SockInfo>,
     pub fd: i32,
     pub direction: u8,
     pub syscall: u8,
@@ -184,6 +199,7 @@ pub fn emit_payload(p: &Payload) {
     let Payload {
         pid_tgid,
         sock,
+        entry,
         fd,
         direction,
         syscall,
@@ -202,7 +218,7 @@ pub fn emit_payload(p: &Payload) {
     let event = unsafe { &mut *event };
     // What is needed of the socket's entry is taken at once: an LRU map may hand a deleted
     // entry to another socket while a pointer to it is still held.
-    let (cap, role) = match claim_socket(sock, (pid_tgid >> 32) as u32) {
+    let (cap, role) = match claim_socket(sock, entry, (pid_tgid >> 32) as u32) {
         // SAFETY: a map value, just looked up.
         Some(info) => unsafe {
             copy_tuple(&mut event.header.tuple, &(*info).tuple);
@@ -267,12 +283,12 @@ fn copy_tuple(dst: &mut ConnTuple, src: &ConnTuple) {
     }
 }
 
-/// What the kernel knows of the socket, noting that this process's traced data goes through it
-/// (so that its close is reported to it). A socket whose handshake came before the agent is
-/// added here.
+/// What the kernel knows of the socket (`entry`, its `SOCKS` entry if it has one), noting that
+/// this process's traced data goes through it (so that its close is reported to it). A socket
+/// whose handshake came before the agent is added here.
 #[inline(always)]
-fn claim_socket(sock: u64, tgid: u32) -> Option<*const SockInfo> {
-    match SOCKS.get_ptr_mut(sock) {
+fn claim_socket(sock: u64, entry: Option<*mut SockInfo>, tgid: u32) -> Option<*const SockInfo> {
+    match entry {
         Some(info) => {
             // SAFETY: an LRU entry written in place; a racing writer (another CPU, or userspace
             // setting a cap) could at worst leave the other process as owner, and the idle

@@ -13,7 +13,7 @@ use aya_ebpf::{
 
 use crate::{
     io::{Payload, emit_payload},
-    maps::{TLS_EVER_ENTERED, count, is_raised, is_traced, raise},
+    maps::{SOCKS, TLS_EVER_ENTERED, count, is_raised, is_traced, raise},
 };
 
 /// An SSL call between its entry and its return, keyed by pid_tgid.
@@ -124,6 +124,7 @@ pub fn try_return(ctx: &RetProbeContext, ex: bool) -> Result<(), i64> {
     emit_payload(&Payload {
         pid_tgid,
         sock,
+        entry: SOCKS.get_ptr_mut(sock),
         fd,
         direction: call.direction,
         syscall: TLS_SYSCALL,
