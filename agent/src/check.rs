@@ -4,7 +4,7 @@ use std::{fs, io::Write as _, path::Path};
 
 use crate::capture::{
     kernel_btf,
-    probes::{KERNEL_BTF, ProbeOptions, Probes, wanted_tracepoints},
+    probes::{KERNEL_BTF, ProbeOptions, Probes, SocketProbes, wanted_tracepoints},
     tracefs,
 };
 
@@ -165,6 +165,7 @@ pub fn check() -> bool {
             capture_bytes: 64,
             ring_buffer_bytes: 1 << 16,
             exe_names: Vec::new(),
+            socket_probes: SocketProbes::Auto,
         }) {
             Ok(p) => {
                 r.line(

@@ -8,7 +8,11 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Deserializer, de::Error as _};
 
-use crate::{capture::processes::Selection, cpu_priority::CpuPriority, export::otlp::OtlpOptions};
+use crate::{
+    capture::{probes::SocketProbes, processes::Selection},
+    cpu_priority::CpuPriority,
+    export::otlp::OtlpOptions,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -93,6 +97,11 @@ pub struct RunArgs {
     /// falling behind (default); `normal`: always normal priority.
     #[arg(long, value_enum, value_name = "MODE")]
     pub cpu_priority: Option<CpuPriority>,
+    /// `auto`: the socket probes run as raw tracepoints when the kernel's BTF locates the
+    /// socket fields they read, else on the tracepoints' records (default); `records`: always
+    /// the records.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub socket_probes: Option<SocketProbes>,
     /// Write counters (events, losses, spans) as JSON to this file at exit.
     #[arg(long, value_name = "PATH")]
     pub stats_file: Option<PathBuf>,
@@ -125,6 +134,7 @@ pub struct FileConfig {
     /// Attach the OpenSSL uprobes (default true).
     pub tls: Option<bool>,
     pub cpu_priority: Option<CpuPriority>,
+    pub socket_probes: Option<SocketProbes>,
     pub stats_file: Option<PathBuf>,
 }
 
@@ -142,6 +152,7 @@ pub struct RunConfig {
     pub keep_query_literals: bool,
     pub tls: bool,
     pub cpu_priority: CpuPriority,
+    pub socket_probes: SocketProbes,
     pub stats_file: Option<PathBuf>,
 }
 
@@ -274,6 +285,10 @@ impl RunArgs {
                 || file.keep_query_literals.unwrap_or(false),
             tls: !self.no_tls && file.tls.unwrap_or(true),
             cpu_priority: self.cpu_priority.or(file.cpu_priority).unwrap_or_default(),
+            socket_probes: self
+                .socket_probes
+                .or(file.socket_probes)
+                .unwrap_or_default(),
             stats_file: self.stats_file.or(file.stats_file),
         })
     }
@@ -283,6 +298,23 @@ impl RunArgs {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn socket_probes_from_file_or_flag() {
+        let file = FileConfig::parse("socket_probes = \"records\"\n", Path::new("p.toml")).unwrap();
+        assert_eq!(file.socket_probes, Some(SocketProbes::Records));
+        let err = FileConfig::parse(
+            "exe = []\nsocket_probes = \"rawest\"\n",
+            Path::new("p.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 2") && err.contains("records"), "{err}");
+        assert_eq!(
+            RunArgs::default().resolve().unwrap().socket_probes,
+            SocketProbes::Auto
+        );
+    }
 
     #[test]
     fn cpu_priority_from_file_or_flag() {

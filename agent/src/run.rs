@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::{
     capture::{
         events::{KernelEvent, decode},
-        probes::{KernelCounts, ProbeOptions, Probes, ring_capacity},
+        probes::{AttachedSocketProbes, KernelCounts, ProbeOptions, Probes, ring_capacity},
         processes::{ProcessSelector, SelectionStats},
         ring_backlog::RingBacklog,
         self_traffic::SelfTraffic,
@@ -72,6 +72,8 @@ struct Stats {
     cpu_priority: Option<GovernorStats>,
     /// The kernel's table of selected processes (absent when every process is traced).
     selection: Option<SelectionStats>,
+    /// How the data path was attached.
+    socket_probes: AttachedSocketProbes,
 }
 
 /// No trip round the capture loop for this long means its thread is not getting the CPU.
@@ -126,6 +128,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         capture_bytes: cfg.capture_bytes,
         ring_buffer_bytes: cfg.ring_buffer_bytes,
         exe_names: cfg.selection.exes.clone(),
+        socket_probes: cfg.socket_probes,
     })?;
     for missing in &probes.missing_optional {
         log::warn!("tracepoint {missing} unavailable: degraded mode");
@@ -289,6 +292,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             .map(|entries| SelectionStats {
                 kernel_table_entries: entries,
             }),
+        socket_probes: probes.socket_probes,
     };
     // Detach every probe before reporting.
     drop(ring);

@@ -583,6 +583,11 @@ fn a_thread_per_connection_server_adds_no_selected_processes() {
         Some(1),
         "the server alone is selected, not its {CONNECTIONS} threads: {stats:#}"
     );
+    // By default the data path runs as raw tracepoints wherever BTF locates the socket fields.
+    let btf = std::path::Path::new(periscope::capture::probes::KERNEL_BTF);
+    let raw = periscope::capture::kernel_btf::sock_offsets(btf).is_ok();
+    let expected = if raw { "raw" } else { "records" };
+    assert_eq!(stats["socket_probes"].as_str(), Some(expected));
 }
 
 /// IPv6: a server on `::1` and curl calling it, both traced. Addresses and ports come from the
@@ -629,6 +634,61 @@ fn ipv6_loopback_server_and_client() {
     assert_eq!(called.int_attr("network.peer.port"), Some(i64::from(port)));
     assert_eq!(served.trace_id_hex(), called.trace_id_hex());
     assert_eq!(served.parent_span_id_hex(), called.span_id_hex());
+}
+
+/// The data path on the `sock` tracepoints' records, the fallback for a kernel whose BTF does
+/// not locate the socket fields the raw tracepoints read (forced here with `--socket-probes
+/// records`): the same spans, from both sides of a keep-alive connection, and the stats name
+/// the attachment that ran.
+#[test]
+fn data_path_on_the_tracepoint_records() {
+    require_capture!();
+    let _serial = serial();
+    let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
+    let (_server, port) = python_service::<&str>("shop.py", &[]);
+    let stats_file = StatsFile::new("socket-probes-records");
+    let agent = Agent::exporting_to(
+        &receiver,
+        &[
+            "--exe",
+            "shop.py",
+            "--exe",
+            "curl",
+            "--socket-probes",
+            "records",
+            "--stats-file",
+            stats_file.path(),
+        ],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    curl(&[
+        "-o",
+        "/dev/null",
+        &format!("{base}/items/7"),
+        "-o",
+        "/dev/null",
+        &format!("{base}/missing"),
+    ]);
+    let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 4);
+    agent.stop();
+    let stats = stats_file.read();
+    assert_eq!(stats["socket_probes"].as_str(), Some("records"));
+
+    let item = one(&spans, "server", "GET /items/7");
+    assert_eq!(item.int_attr("http.response.status_code"), Some(200));
+    assert_eq!(item.int_attr("server.port"), Some(i64::from(port)));
+    assert_eq!(item.attr("client.address").as_deref(), Some("127.0.0.1"));
+    let missing = one(&spans, "server", "GET /missing");
+    assert_eq!(missing.int_attr("http.response.status_code"), Some(404));
+    let called = one(&spans, "client", "GET /items/7");
+    assert_eq!(
+        called.attr("url.full").as_deref(),
+        Some(format!("{base}/items/7").as_str())
+    );
+    assert_eq!(item.trace_id_hex(), called.trace_id_hex());
+    assert_eq!(item.parent_span_id_hex(), called.span_id_hex());
+    let called_missing = one(&spans, "client", "GET /missing");
+    assert!(called_missing.is_error(), "a 404 is a client error");
 }
 
 /// A request peeked at (MSG_PEEK) and then read is one request, not two. Bytes moved by a

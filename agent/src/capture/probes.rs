@@ -13,7 +13,8 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{RawTracePoint, TracePoint},
 };
-use serde::Serialize;
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
 
 use super::{kernel_btf, streams::CaptureChange, syscalls, tracefs};
 use crate::protocols::PrefixNeed;
@@ -65,12 +66,35 @@ pub struct ProbeOptions {
     pub ring_buffer_bytes: u32,
     /// Executable names to select in the kernel as soon as they are exec'd.
     pub exe_names: Vec<String>,
+    pub socket_probes: SocketProbes,
+}
+
+/// How the data path attaches to the two `sock` length tracepoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketProbes {
+    /// As raw tracepoints when the kernel's BTF locates the socket fields they read, else on
+    /// the tracepoints' records.
+    #[default]
+    Auto,
+    /// Always on the tracepoints' records (a way round a kernel whose raw tracepoints or BTF
+    /// misbehave).
+    Records,
+}
+
+/// How the data path was attached, as `--stats-file` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachedSocketProbes {
+    Raw,
+    Records,
 }
 
 /// Loaded and attached kernel programs. Dropping it detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
     pub missing_optional: Vec<String>,
+    pub socket_probes: AttachedSocketProbes,
 }
 
 impl Probes {
@@ -92,14 +116,17 @@ impl Probes {
         // Raw tracepoints skip the record the kernel fills for every socket event on the host
         // (halving what an unselected process pays per socket syscall); they need the kernel's
         // layout of `struct sock`.
-        let sock_offsets = match kernel_btf::sock_offsets(Path::new(KERNEL_BTF)) {
-            Ok(offsets) => Some(offsets),
-            Err(err) => {
-                log::warn!(
-                    "socket fields not found in BTF ({err:#}); using the sock tracepoints' records"
-                );
-                None
-            }
+        let sock_offsets = match opts.socket_probes {
+            SocketProbes::Records => None,
+            SocketProbes::Auto => match kernel_btf::sock_offsets(Path::new(KERNEL_BTF)) {
+                Ok(offsets) => Some(offsets),
+                Err(err) => {
+                    log::warn!(
+                        "socket fields not found in BTF ({err:#}); using the sock tracepoints' records"
+                    );
+                    None
+                }
+            },
         };
         let ring = ring_capacity(opts.ring_buffer_bytes);
         let config = CaptureConfig {
@@ -158,6 +185,11 @@ impl Probes {
         Ok(Self {
             ebpf,
             missing_optional,
+            socket_probes: if sock_offsets.is_some() {
+                AttachedSocketProbes::Raw
+            } else {
+                AttachedSocketProbes::Records
+            },
         })
     }
 
