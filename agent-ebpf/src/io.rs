@@ -14,7 +14,6 @@ use agent_common::{
     MAX_CAPTURE, MAX_IOVECS, Role, SockInfo, sock_length_record,
 };
 use aya_ebpf::{
-    EbpfContext as _,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{bpf_loop, bpf_probe_read_user},
@@ -24,6 +23,7 @@ use aya_ebpf::{
 
 use crate::{
     maps::{EVENTS, SCRATCH, SOCKS, arm_wakeup, config, count, is_traced, wakeup_flags},
+    record::field,
     syscalls::current_data_syscall,
     tls,
 };
@@ -497,12 +497,4 @@ fn copy_entry(state: &mut IovecCopy, index: u64) -> bool {
 fn read_user_pair(addr: u64) -> Result<[u64; 2], i64> {
     // SAFETY: bpf_probe_read_user faults safely on bad addresses.
     unsafe { aya_ebpf::helpers::bpf_probe_read_user(addr as *const [u64; 2]) }.map_err(i64::from)
-}
-
-/// A field of the tracepoint record at a fixed offset, loaded directly.
-#[inline(always)]
-fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
-    // SAFETY: the offsets of `sock_length_record`, checked against tracefs by userspace, lie
-    // inside the record; the verifier checks every context load.
-    unsafe { core::ptr::read((ctx.as_ptr() as *const u8).add(offset) as *const T) }
 }

@@ -9,6 +9,7 @@
 mod io;
 mod maps;
 mod process;
+mod record;
 mod sockets;
 mod syscalls;
 mod tls;

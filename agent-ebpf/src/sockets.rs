@@ -4,13 +4,15 @@
 //! process on the host on the kernel's slow path.
 
 use agent_common::{
-    AF_INET, AF_INET6, CloseEvent, ConnTuple, Counter, EventKind, IPPROTO_TCP, Role,
+    AF_INET, AF_INET6, CloseEvent, ConnTuple, Counter, EventKind, IPPROTO_TCP, Role, SockInfo,
+    sock_state_record as at,
 };
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TracePointContext};
 
-use agent_common::SockInfo;
-
-use crate::maps::{EVENTS, SOCKS, config, count, wakeup_flags};
+use crate::{
+    maps::{EVENTS, SOCKS, count, wakeup_flags},
+    record::field,
+};
 
 // TCP states as the kernel numbers them (include/net/tcp_states.h).
 const TCP_ESTABLISHED: i32 = 1;
@@ -21,14 +23,12 @@ const TCP_CLOSE: i32 = 7;
 /// `sock:inet_sock_set_state`. Fires in softirq context for accepted connections and for most
 /// closes, so no process filter applies here: it runs a few times per connection, which is cheap.
 pub fn try_state_change(ctx: &TracePointContext) -> Result<(), i64> {
-    let off = config!(offsets);
-    // SAFETY: offsets read from this kernel's tracefs format by userspace.
-    let protocol: u16 = unsafe { ctx.read_at(off.state_protocol as usize) }.map_err(i64::from)?;
+    let protocol: u16 = field(ctx, at::PROTOCOL);
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
-    let sk: u64 = unsafe { ctx.read_at(off.state_skaddr as usize) }.map_err(i64::from)?;
-    let new: i32 = unsafe { ctx.read_at(off.state_newstate as usize) }.map_err(i64::from)?;
+    let sk: u64 = field(ctx, at::SKADDR);
+    let new: i32 = field(ctx, at::NEWSTATE);
     if new == TCP_CLOSE {
         closed(sk);
         return Ok(());
@@ -36,37 +36,48 @@ pub fn try_state_change(ctx: &TracePointContext) -> Result<(), i64> {
     if new != TCP_ESTABLISHED {
         return Ok(());
     }
-    let old: i32 = unsafe { ctx.read_at(off.state_oldstate as usize) }.map_err(i64::from)?;
+    let old: i32 = field(ctx, at::OLDSTATE);
     let role = match old {
         TCP_SYN_SENT => Role::Client,
         TCP_SYN_RECV => Role::Server,
         _ => Role::Unknown,
     };
-    let family: u16 = unsafe { ctx.read_at(off.state_family as usize) }.map_err(i64::from)?;
+    let family: u16 = field(ctx, at::FAMILY);
     let mut tuple = ConnTuple {
         family,
-        local_port: unsafe { ctx.read_at(off.state_sport as usize) }.map_err(i64::from)?,
-        remote_port: unsafe { ctx.read_at(off.state_dport as usize) }.map_err(i64::from)?,
+        local_port: field(ctx, at::SPORT),
+        remote_port: field(ctx, at::DPORT),
         role: role as u8,
         _pad: 0,
         local_addr: [0; 16],
         remote_addr: [0; 16],
     };
     if family == AF_INET {
-        let s: [u8; 4] = unsafe { ctx.read_at(off.state_saddr as usize) }.map_err(i64::from)?;
-        let d: [u8; 4] = unsafe { ctx.read_at(off.state_daddr as usize) }.map_err(i64::from)?;
-        tuple.local_addr[..4].copy_from_slice(&s);
-        tuple.remote_addr[..4].copy_from_slice(&d);
+        // Whole words: the verifier takes a load from the record only at a fixed offset from
+        // its start, and byte arrays compile to a copy loop through a moving pointer.
+        let s: u32 = field(ctx, at::SADDR);
+        let d: u32 = field(ctx, at::DADDR);
+        tuple.local_addr[..4].copy_from_slice(&s.to_ne_bytes());
+        tuple.remote_addr[..4].copy_from_slice(&d.to_ne_bytes());
     } else if family == AF_INET6 {
-        tuple.local_addr =
-            unsafe { ctx.read_at(off.state_saddr_v6 as usize) }.map_err(i64::from)?;
-        tuple.remote_addr =
-            unsafe { ctx.read_at(off.state_daddr_v6 as usize) }.map_err(i64::from)?;
+        tuple.local_addr = v6_address(ctx, at::SADDR_V6);
+        tuple.remote_addr = v6_address(ctx, at::DADDR_V6);
     } else {
         return Ok(());
     }
     let _ = SOCKS.insert(sk, SockInfo::new(tuple, 0), 0);
     Ok(())
+}
+
+/// A 16-byte address field of the record, as two 8-byte loads.
+#[inline(always)]
+fn v6_address(ctx: &TracePointContext, offset: usize) -> [u8; 16] {
+    let high: u64 = field(ctx, offset);
+    let low: u64 = field(ctx, offset + 8);
+    let mut address = [0; 16];
+    address[..8].copy_from_slice(&high.to_ne_bytes());
+    address[8..].copy_from_slice(&low.to_ne_bytes());
+    address
 }
 
 /// The socket reached `TCP_CLOSE`: after the last byte either side could read, whether the

@@ -87,7 +87,11 @@ fn nginx_records() -> Vec<Vec<u8>> {
             (
                 Direction::Egress,
                 &response[..],
-                if narrowed { RESPONSE_HEAD.len() } else { CAPTURED },
+                if narrowed {
+                    RESPONSE_HEAD.len()
+                } else {
+                    CAPTURED
+                },
             ),
         ] {
             now += 10_000;

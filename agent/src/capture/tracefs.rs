@@ -3,7 +3,7 @@
 
 use std::{fs, path::Path};
 
-use agent_common::{TracepointOffsets, sock_length_record};
+use agent_common::{TracepointOffsets, sock_length_record, sock_state_record};
 use anyhow::{Context as _, bail};
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -90,17 +90,34 @@ fn parse_field_offset(format: &str, field: &str) -> anyhow::Result<u16> {
 
 /// Offsets of every tracepoint field the kernel programs read.
 pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
-    let state = |f| field_offset(root, "sock", "inet_sock_set_state", f);
-    // The data path loads these fields at fixed offsets: check them.
-    let sock_fields = [
+    // The socket programs load these fields at fixed offsets: check them.
+    let length_fields = [
         ("sk", sock_length_record::SK),
         ("family", sock_length_record::FAMILY),
         ("protocol", sock_length_record::PROTOCOL),
         ("ret", sock_length_record::RET),
         ("flags", sock_length_record::FLAGS),
     ];
-    for name in ["sock_send_length", "sock_recv_length"] {
-        for (field, expected) in sock_fields {
+    let state_fields = [
+        ("skaddr", sock_state_record::SKADDR),
+        ("oldstate", sock_state_record::OLDSTATE),
+        ("newstate", sock_state_record::NEWSTATE),
+        ("sport", sock_state_record::SPORT),
+        ("dport", sock_state_record::DPORT),
+        ("family", sock_state_record::FAMILY),
+        ("protocol", sock_state_record::PROTOCOL),
+        ("saddr", sock_state_record::SADDR),
+        ("daddr", sock_state_record::DADDR),
+        ("saddr_v6", sock_state_record::SADDR_V6),
+        ("daddr_v6", sock_state_record::DADDR_V6),
+    ];
+    let fixed = [
+        ("sock_send_length", &length_fields[..]),
+        ("sock_recv_length", &length_fields[..]),
+        ("inet_sock_set_state", &state_fields[..]),
+    ];
+    for (name, fields) in fixed {
+        for &(field, expected) in fields {
             let at = field_offset(root, "sock", name, field)?;
             if usize::from(at) != expected {
                 bail!(
@@ -110,20 +127,10 @@ pub fn read_offsets(root: &str) -> anyhow::Result<TracepointOffsets> {
         }
     }
     Ok(TracepointOffsets {
-        state_skaddr: state("skaddr")?,
-        state_oldstate: state("oldstate")?,
-        state_newstate: state("newstate")?,
-        state_sport: state("sport")?,
-        state_dport: state("dport")?,
-        state_family: state("family")?,
-        state_protocol: state("protocol")?,
-        state_saddr: state("saddr")?,
-        state_daddr: state("daddr")?,
-        state_saddr_v6: state("saddr_v6")?,
-        state_daddr_v6: state("daddr_v6")?,
         newtask_pid: field_offset(root, "task", "task_newtask", "pid")?,
         newtask_clone_flags: field_offset(root, "task", "task_newtask", "clone_flags")?,
         wakeup_pid: field_offset(root, "sched", "sched_wakeup", "pid")?,
+        _pad: 0,
     })
 }
 
