@@ -284,9 +284,12 @@ pub enum Counter {
     /// Syscalls copied only as far as the socket's decoder said it needs (`SockInfo`): by
     /// design, not a loss.
     PayloadCapped = 8,
+    /// TCP sockets entered in the socket table at their handshake: with a selection, client
+    /// sockets only of selected processes (see the kernel's `sockets` module).
+    SocketsEntered = 9,
 }
 
-pub const COUNTER_COUNT: u32 = 9;
+pub const COUNTER_COUNT: u32 = 10;
 
 /// Byte offsets of tracepoint fields, read by userspace from tracefs `format` files and handed
 /// to the kernel programs, so the programs never guess a layout.

@@ -691,6 +691,55 @@ fn data_path_on_the_tracepoint_records() {
     assert!(called_missing.is_error(), "a 404 is a client error");
 }
 
+/// Client sockets enter the kernel's socket table only for selected processes: a client's
+/// `connect()` is where the kernel still knows the process. (Server sides complete their
+/// handshake in softirq, owner unknown, and are entered whoever owns them.)
+#[test]
+fn only_selected_clients_enter_the_socket_table() {
+    require_capture!();
+    let _serial = serial();
+    const CONNECTIONS: u64 = 200;
+    // One process: a listener, and connections to it made and closed one after another.
+    let script = format!(
+        "import socket\n\
+         listener = socket.create_server(('127.0.0.1', 0))\n\
+         for _ in range({CONNECTIONS}):\n    \
+             client = socket.create_connection(listener.getsockname())\n    \
+             server, _ = listener.accept()\n    \
+             client.close()\n    \
+             server.close()\n"
+    );
+    let entered_with = |selection: &str| {
+        let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
+        let stats_file = StatsFile::new("socket-table");
+        let agent = Agent::exporting_to(
+            &receiver,
+            &["--exe", selection, "--stats-file", stats_file.path()],
+        );
+        let status = Command::new("python3").args(["-c", &script]).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "the connection loop failed"
+        );
+        agent.stop();
+        stats_file.read()["kernel"]["sockets_entered"]
+            .as_u64()
+            .expect("sockets_entered in the stats")
+    };
+    // A few more connections of the host (the agent's own export, whatever else runs) may
+    // fall in either count.
+    let unselected = entered_with("no-such-program");
+    assert!(
+        (CONNECTIONS..CONNECTIONS + 50).contains(&unselected),
+        "outside the selection, only the {CONNECTIONS} server sides are entered: {unselected}"
+    );
+    let selected = entered_with("python3");
+    assert!(
+        selected >= 2 * CONNECTIONS,
+        "selected, both sides of {CONNECTIONS} connections are entered: {selected}"
+    );
+}
+
 /// A request peeked at (MSG_PEEK) and then read is one request, not two. Bytes moved by a
 /// syscall the agent does not decode (splice) are counted, not silently lost.
 #[test]

@@ -361,6 +361,8 @@ pub struct KernelCounts {
     pub tls_unattributed: u64,
     /// Payloads copied only as far as their decoder needs: by design, not a loss.
     pub payload_capped: u64,
+    /// TCP sockets the kernel entered in its socket table at their handshake.
+    pub sockets_entered: u64,
 }
 
 impl KernelCounts {
@@ -392,6 +394,7 @@ impl KernelCounters {
             control_events_lost: at(Counter::ControlEventsLost),
             tls_unattributed: at(Counter::TlsUnattributed),
             payload_capped: at(Counter::PayloadCapped),
+            sockets_entered: at(Counter::SocketsEntered),
         }
     }
 }
