@@ -97,9 +97,9 @@ pub fn try_socket_io_raw(ctx: &RawTracePointContext, direction: Direction) -> Re
     socket_io(sock, entry, ret, pid_tgid, direction)
 }
 
-/// TCP over IPv4 or IPv6: the only sockets decoded.
+/// TCP over IPv4 or IPv6: the only sockets decoded, and the only ones entered in `SOCKS`.
 #[inline(always)]
-fn is_tcp_over_ip(family: u16, protocol: u16) -> bool {
+pub fn is_tcp_over_ip(family: u16, protocol: u16) -> bool {
     protocol == IPPROTO_TCP && (family == AF_INET || family == AF_INET6)
 }
 
@@ -272,7 +272,7 @@ pub fn emit_payload(p: &Payload) {
 /// A tuple copied a word at a time. Copied as a value, it was split into its fields and its
 /// address arrays, which the BPF target moves a byte at a time: some 130 instructions a record.
 #[inline(always)]
-fn copy_tuple(dst: &mut ConnTuple, src: &ConnTuple) {
+pub fn copy_tuple(dst: &mut ConnTuple, src: &ConnTuple) {
     const WORDS: usize = size_of::<ConnTuple>() / 8;
     let dst = (dst as *mut ConnTuple).cast::<u64>();
     let src = (src as *const ConnTuple).cast::<u64>();

@@ -10,8 +10,7 @@
 //! into it costs about 300 ns).
 
 use agent_common::{
-    AF_INET, AF_INET6, CloseEvent, ConnTuple, Counter, EventKind, IPPROTO_TCP, Role, SockInfo,
-    sock_state_record as at,
+    AF_INET, CloseEvent, ConnTuple, Counter, EventKind, Role, SockInfo, sock_state_record as at,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -19,6 +18,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    io::{copy_tuple, is_tcp_over_ip},
     maps::{EVENTS, SOCKS, config, count, is_traced, wakeup_flags},
     record::field,
 };
@@ -31,18 +31,14 @@ const TCP_CLOSE: i32 = 7;
 
 /// `sock:inet_sock_set_state`, a few times per connection.
 pub fn try_state_change(ctx: &TracePointContext) -> Result<(), i64> {
-    let protocol: u16 = field(ctx, at::PROTOCOL);
-    if protocol != IPPROTO_TCP {
+    let family: u16 = field(ctx, at::FAMILY);
+    if !is_tcp_over_ip(family, field(ctx, at::PROTOCOL)) {
         return Ok(());
     }
     let sk: u64 = field(ctx, at::SKADDR);
     let new: i32 = field(ctx, at::NEWSTATE);
     if new == TCP_CLOSE {
         closed(sk);
-        return Ok(());
-    }
-    let family: u16 = field(ctx, at::FAMILY);
-    if family != AF_INET && family != AF_INET6 {
         return Ok(());
     }
     let selecting = config!(filter_pids) != 0;
@@ -86,7 +82,7 @@ pub fn try_state_change(ctx: &TracePointContext) -> Result<(), i64> {
         // Entered at SYN_SENT if its process is selected; no bytes have moved on it yet.
         if let Some(info) = SOCKS.get_ptr_mut(sk) {
             // SAFETY: a map value just looked up, written in place.
-            unsafe { (*info).tuple = tuple };
+            copy_tuple(unsafe { &mut (*info).tuple }, &tuple);
         }
         return Ok(());
     }
@@ -94,7 +90,8 @@ pub fn try_state_change(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// Enter a TCP socket over IPv4 or IPv6 (the data path relies on both) in `SOCKS`.
+/// Enter a TCP socket over IPv4 or IPv6 in `SOCKS` (the data path takes an entry as proof of
+/// both).
 #[inline(always)]
 fn enter(sk: u64, info: SockInfo) {
     if SOCKS.insert(sk, info, 0).is_ok() {
