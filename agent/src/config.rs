@@ -93,8 +93,10 @@ pub struct RunArgs {
     /// Export database statements with their literal values instead of `?`.
     #[arg(long)]
     pub keep_query_literals: bool,
-    /// `yield`: the agent's threads use idle CPU and compete at normal priority only while
-    /// falling behind (default); `normal`: always normal priority.
+    /// `yield`: the agent's busy threads run at normal priority and step aside for other
+    /// programs every few records, except while falling behind (default); `idle`: they use
+    /// idle CPU only, and compete at normal priority while falling behind; `normal`: always
+    /// normal priority, never stepping aside.
     #[arg(long, value_enum, value_name = "MODE")]
     pub cpu_priority: Option<CpuPriority>,
     /// `auto`: the socket probes run as raw tracepoints when the kernel's BTF locates the
@@ -320,6 +322,8 @@ mod tests {
     fn cpu_priority_from_file_or_flag() {
         let file = FileConfig::parse("cpu_priority = \"normal\"\n", Path::new("p.toml")).unwrap();
         assert_eq!(file.cpu_priority, Some(CpuPriority::Normal));
+        let file = FileConfig::parse("cpu_priority = \"idle\"\n", Path::new("p.toml")).unwrap();
+        assert_eq!(file.cpu_priority, Some(CpuPriority::Idle));
         let err = FileConfig::parse("exe = []\ncpu_priority = \"low\"\n", Path::new("p.toml"))
             .unwrap_err()
             .to_string();

@@ -1,13 +1,20 @@
-//! The agent yields the CPU to the programs it traces.
+//! How the agent shares the CPU with the programs it traces.
 //!
-//! Its two busy threads (capture and export) run under `SCHED_IDLE`: they get the cycles no
-//! other thread wants, so on a host with any idle time they never take a core from a traced
-//! program. Measured on nginx, the agent's time slices cost the traced server far more
-//! throughput than their share of CPU suggests: a burst of span building displaces the server
-//! from a core. A governor thread at normal priority watches for the agent falling behind
-//! (the kernel ring or the export queue filling, or a thread not getting to run at all) and
-//! then raises the threads to normal priority until they have caught up, so a saturated host
-//! costs latency of spans, not spans.
+//! Measured on nginx, the agent's time slices cost the traced server far more throughput than
+//! their share of CPU suggests, in two ways. A burst of span building at normal priority
+//! displaces the server from a core. Under `SCHED_IDLE` the agent is preempted by every wake-up
+//! of a traced program on its core instead, and each such wake-up costs the waker a reschedule
+//! interrupt (on a 2-vCPU VM, four times as many as without the agent, and about a microsecond
+//! of the server's time per request).
+//!
+//! So by default (`yield`) the capture and export threads run at normal priority, where a
+//! wake-up need not preempt them, and step aside (`sched_yield`) every few records, which costs
+//! nothing when no one is waiting and otherwise hands the core over within microseconds. While
+//! the agent falls behind (the kernel ring or the export queue half full) they stop stepping
+//! aside until caught up, so a saturated host costs latency of spans, not spans.
+//!
+//! `idle` keeps the threads under `SCHED_IDLE`, with a governor thread raising them to normal
+//! priority while they fall behind or are starved; `normal` leaves them alone.
 
 use std::io;
 use std::sync::Arc;
@@ -20,21 +27,125 @@ use serde::{Deserialize, Serialize};
 
 /// How often the governor looks.
 const TICK: Duration = Duration::from_millis(5);
-/// Backlog share (of the ring or the export queue) at which the threads are raised. Half
-/// leaves the default 16 MiB ring about 90 ms of a 4 KiB-page nginx flood to catch up in; a
-/// quarter raised them twice as often and cost nginx 3 to 4% of its throughput.
+/// Backlog share (of the ring or the export queue) at which the threads are raised (or stop
+/// stepping aside). Half leaves the default 16 MiB ring about 90 ms of a 4 KiB-page nginx flood
+/// to catch up in; a quarter raised them twice as often and cost nginx 3 to 4% of its
+/// throughput.
 const RAISE_AT: f64 = 0.5;
 /// ...and below which they yield again.
 const YIELD_BELOW: f64 = 0.1;
 
+/// Ring records the capture thread handles between two offers of its core: about eight
+/// requests of an nginx flood, some 5 µs of work. Every 4 cost more in switches than it saved;
+/// every 64 left nginx waiting longer, for less throughput.
+pub const RECORDS_BETWEEN_YIELDS: u32 = 16;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuPriority {
-    /// Run on idle CPU; compete at normal priority only while falling behind.
+    /// Normal priority, stepping aside every few records; not while falling behind.
     #[default]
     Yield,
-    /// Always run at normal priority.
+    /// Run on idle CPU; compete at normal priority only while falling behind.
+    Idle,
+    /// Always normal priority, never stepping aside.
     Normal,
+}
+
+/// The capture thread's side of stepping aside: it offers its core every few records, and
+/// before each offer looks at the backlog, which decides for the export thread too.
+pub struct StepAside {
+    shared: ExportStepAside,
+    backlog: Box<dyn Fn() -> f64 + Send>,
+    every: u32,
+    since_last: u32,
+    behind_since: Option<Instant>,
+    stats: GovernorStats,
+}
+
+impl StepAside {
+    /// `shared` is the export thread's side; `backlog` reports the fuller share of the agent's
+    /// buffers (0 to 1).
+    pub fn new(
+        every: u32,
+        shared: ExportStepAside,
+        backlog: Box<dyn Fn() -> f64 + Send>,
+    ) -> StepAside {
+        shared.active.store(true, Ordering::Relaxed);
+        StepAside {
+            shared,
+            backlog,
+            every: every.max(1),
+            since_last: 0,
+            behind_since: None,
+            stats: GovernorStats::default(),
+        }
+    }
+
+    /// One record handled: every `every` records, offer the core.
+    #[inline]
+    pub fn tick(&mut self) {
+        self.since_last += 1;
+        if self.since_last >= self.every {
+            self.since_last = 0;
+            if self.review() {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Look at the backlog; true when the threads are to step aside.
+    pub fn review(&mut self) -> bool {
+        let behind = should_raise(self.behind_since.is_some(), (self.backlog)(), false);
+        if behind != self.behind_since.is_some() {
+            if behind {
+                self.stats.raised += 1;
+                self.behind_since = Some(Instant::now());
+            } else if let Some(since) = self.behind_since.take() {
+                self.stats.raised_ms += since.elapsed().as_millis() as u64;
+            }
+            self.shared.active.store(!behind, Ordering::Relaxed);
+        }
+        !behind
+    }
+
+    /// Stop stepping aside for good (the final flush must not wait) and report.
+    pub fn stop(mut self) -> GovernorStats {
+        self.shared.stop();
+        if let Some(since) = self.behind_since.take() {
+            self.stats.raised_ms += since.elapsed().as_millis() as u64;
+        }
+        self.stats
+    }
+}
+
+/// The export thread's side of stepping aside: an offer of its core before each batch, while
+/// the capture thread's `StepAside` says so.
+#[derive(Clone, Debug, Default)]
+pub struct ExportStepAside {
+    active: Arc<AtomicBool>,
+}
+
+impl ExportStepAside {
+    /// Inactive until a `StepAside` takes it.
+    pub fn new() -> ExportStepAside {
+        ExportStepAside::default()
+    }
+
+    pub fn offer(&self) {
+        if self.is_active() {
+            std::thread::yield_now();
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// No more offers.
+    pub fn stop(&self) {
+        self.active.store(false, Ordering::Relaxed);
+    }
 }
 
 /// A thread the governor manages.
@@ -46,11 +157,13 @@ pub struct Managed {
     pub stall_after: Duration,
 }
 
+/// How often the agent had to compete for the CPU at full strength.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct GovernorStats {
-    /// Times the threads were raised to normal priority...
+    /// Times the threads were raised: to normal priority (`idle`), or stopped stepping aside
+    /// (`yield`)...
     pub raised: u64,
-    /// ...of which because a thread had not run its loop for too long.
+    /// ...of which because a thread had not run its loop for too long (`idle` only).
     pub raised_starved: u64,
     /// Time spent raised, in milliseconds.
     pub raised_ms: u64,
@@ -211,6 +324,43 @@ mod tests {
         assert!(should_raise(true, 0.4, false), "raised until caught up");
         assert!(should_raise(true, 0.11, false));
         assert!(!should_raise(true, 0.1, false));
+    }
+
+    #[test]
+    fn stepping_aside_stops_while_behind_and_resumes_once_caught_up() {
+        let backlog = Arc::new(AtomicU64::new(0));
+        let gauge = backlog.clone();
+        let shared = ExportStepAside::new();
+        assert!(!shared.is_active(), "inactive until a StepAside takes it");
+        let mut step = StepAside::new(
+            4,
+            shared.clone(),
+            Box::new(move || gauge.load(Ordering::Relaxed) as f64 / 100.0),
+        );
+        assert!(shared.is_active());
+        for _ in 0..8 {
+            step.tick();
+        }
+        assert!(shared.is_active(), "no backlog: stepping aside");
+        backlog.store(60, Ordering::Relaxed);
+        for _ in 0..3 {
+            step.tick();
+        }
+        assert!(
+            shared.is_active(),
+            "the backlog is looked at every 4th record"
+        );
+        step.tick();
+        assert!(!shared.is_active(), "half full: catching up");
+        backlog.store(30, Ordering::Relaxed);
+        assert!(!step.review(), "still catching up above a tenth");
+        backlog.store(5, Ordering::Relaxed);
+        assert!(step.review());
+        assert!(shared.is_active(), "caught up: stepping aside again");
+        let stats = step.stop();
+        assert_eq!(stats.raised, 1);
+        assert_eq!(stats.raised_starved, 0);
+        assert!(!shared.is_active(), "the final flush does not step aside");
     }
 
     /// The policy a thread runs under, from `/proc` (field 41 of its stat line).

@@ -24,7 +24,10 @@ use crate::{
         tls::TlsProbes,
     },
     config::{OutputFormat, RunConfig},
-    cpu_priority::{CpuPriority, Governor, GovernorStats, Managed, current_tid},
+    cpu_priority::{
+        CpuPriority, ExportStepAside, Governor, GovernorStats, Managed, RECORDS_BETWEEN_YIELDS,
+        StepAside, current_tid,
+    },
     export::{
         SpanExporter,
         otlp::{OtlpExporter, OtlpSettings},
@@ -111,14 +114,22 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             )
         }
     };
-    let mut pipeline = ExportPipeline::start(
+    // Stepping aside, the export thread offers its core between batches, which it encodes in
+    // one go: smaller ones keep a traced program that wants the core from waiting long.
+    let export_step_aside = (cfg.cpu_priority == CpuPriority::Yield).then(ExportStepAside::new);
+    let mut pipeline = ExportPipeline::start_stepping_aside(
         exporter,
         PipelineOptions {
             queue_capacity: cfg.queue_size,
-            max_batch: 4096,
+            max_batch: if export_step_aside.is_some() {
+                512
+            } else {
+                4096
+            },
             batch_interval: Duration::from_millis(500),
             export_timeout,
         },
+        export_step_aside.clone(),
     );
 
     let filtering = cfg.selection.is_filtering();
@@ -149,14 +160,14 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
 
     let ring_fd = ring.as_raw_fd();
     let capture_heartbeat = Arc::new(AtomicU64::new(0));
+    let ring_backlog =
+        || RingBacklog::new(ring_fd, u64::from(ring_capacity(cfg.ring_buffer_bytes)));
     let governor = match cfg.cpu_priority {
-        CpuPriority::Normal => None,
-        CpuPriority::Yield => start_governor(
-            &pipeline,
-            RingBacklog::new(ring_fd, u64::from(ring_capacity(cfg.ring_buffer_bytes))),
-            capture_heartbeat.clone(),
-        ),
+        CpuPriority::Idle => start_governor(&pipeline, ring_backlog(), capture_heartbeat.clone()),
+        CpuPriority::Yield | CpuPriority::Normal => None,
     };
+    let mut step_aside = export_step_aside
+        .and_then(|shared| start_stepping_aside(shared, &pipeline, ring_backlog()));
 
     let scope = if filtering {
         format!("{} selected process(es)", selector.traced_count())
@@ -190,7 +201,13 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             capture_heartbeat.fetch_add(1, Ordering::Relaxed);
             wait_readable(ring_fd, POLL_INTERVAL_MS);
         }
+        if let Some(step_aside) = &mut step_aside {
+            step_aside.review();
+        }
         while let Some(record) = ring.next() {
+            if let Some(step_aside) = &mut step_aside {
+                step_aside.tick();
+            }
             match decode(&record) {
                 Some(KernelEvent::Data(ev)) => {
                     // Read the process's identity while it is alive: a short-lived client may
@@ -270,8 +287,10 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         }
     };
 
-    // The final flush runs at normal priority.
-    let cpu_priority = governor.map(Governor::stop);
+    // The final flush runs at normal priority, without stepping aside.
+    let cpu_priority = governor
+        .map(Governor::stop)
+        .or_else(|| step_aside.map(StepAside::stop));
     connections.close_all(monotonic_now_ns(), &mut finished);
     submit(&mut finished, &mut factory, &mut hold, &mut pipeline);
     hold.release_all(&mut |span| pipeline.submit(span));
@@ -314,7 +333,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Yield the CPU (see `cpu_priority`): the capture thread (this one) and the export thread
+/// Run on idle CPU (see `cpu_priority`): the capture thread (this one) and the export thread
 /// under the governor. Without it (no ring gauge, or the policy cannot be set) the agent runs
 /// at normal priority.
 fn start_governor(
@@ -347,6 +366,31 @@ fn start_governor(
         Ok(governor) => Some(governor),
         Err(e) => {
             log::warn!("cannot lower the agent's CPU priority ({e}); running at normal priority");
+            None
+        }
+    }
+}
+
+/// Step aside (see `cpu_priority`): the capture thread (this one) every few ring records, the
+/// export thread before each batch, both watching the backlog. Without a ring gauge they never
+/// step aside, since they could not tell when they fall behind.
+fn start_stepping_aside(
+    shared: ExportStepAside,
+    pipeline: &ExportPipeline,
+    ring: std::io::Result<RingBacklog>,
+) -> Option<StepAside> {
+    match ring {
+        Ok(ring) => {
+            let queue = pipeline.backlog_gauge();
+            Some(StepAside::new(
+                RECORDS_BETWEEN_YIELDS,
+                shared,
+                Box::new(move || ring.fill().max(queue())),
+            ))
+        }
+        Err(e) => {
+            shared.stop();
+            log::warn!("cannot watch the ring buffer's backlog ({e}); never stepping aside");
             None
         }
     }

@@ -806,22 +806,27 @@ fn thread_policies(pid: u32) -> Vec<(String, i32)> {
     out
 }
 
-/// By default the capture and export threads run under SCHED_IDLE and still deliver every
-/// span; the governor that raises them when they fall behind stays at normal priority, and
-/// `--cpu-priority normal` leaves every thread alone.
+/// Each `--cpu-priority` mode delivers every span. By default (`yield`) every thread stays at
+/// normal priority, with no governor thread, and the stats report how often the agent stopped
+/// stepping aside; under `idle` the capture and export threads run under SCHED_IDLE and the
+/// governor that raises them when they fall behind stays at normal priority; `normal` leaves
+/// every thread alone and reports nothing.
 #[test]
 fn agent_threads_yield_the_cpu_and_spans_still_arrive() {
     require_capture!();
     let _serial = serial();
     let receiver = OtlpReceiver::start(Transport::Grpc).expect("receiver");
     let (_server, port) = python_service::<&str>("shop.py", &[]);
-    for (args, yielding) in [(&[][..], true), (&["--cpu-priority", "normal"][..], false)] {
+    for mode in ["yield", "idle", "normal"] {
         receiver.clear();
-        let mut all = vec!["--exe", "shop.py"];
-        all.extend_from_slice(args);
+        let stats_file = StatsFile::new(&format!("cpu-priority-{mode}"));
+        let mut all = vec!["--exe", "shop.py", "--stats-file", stats_file.path()];
+        if mode != "yield" {
+            all.extend_from_slice(&["--cpu-priority", mode]);
+        }
         let agent = Agent::exporting_to(&receiver, &all);
         // A thread names itself once it runs: give the governor a moment to.
-        let expected: &[&str] = if yielding {
+        let expected: &[&str] = if mode == "idle" {
             &["periscope-expor", "periscope-sched"]
         } else {
             &["periscope-expor"]
@@ -846,7 +851,7 @@ fn agent_threads_yield_the_cpu_and_spans_still_arrive() {
         };
         const SCHED_OTHER: i32 = 0;
         const SCHED_IDLE: i32 = 5;
-        if yielding {
+        if mode == "idle" {
             assert_eq!(policy("periscope"), SCHED_IDLE, "capture: {policies:?}");
             assert_eq!(
                 policy("periscope-expor"),
@@ -861,7 +866,11 @@ fn agent_threads_yield_the_cpu_and_spans_still_arrive() {
         } else {
             assert!(
                 policies.iter().all(|(_, p)| *p == SCHED_OTHER),
-                "{policies:?}"
+                "{mode}: {policies:?}"
+            );
+            assert!(
+                policies.iter().all(|(n, _)| n != "periscope-sched"),
+                "{mode}: no governor thread: {policies:?}"
             );
         }
         for i in 0..20 {
@@ -873,6 +882,14 @@ fn agent_threads_yield_the_cpu_and_spans_still_arrive() {
         }
         let spans = receiver.wait_for(Duration::from_secs(20), |s| s.len() >= 20);
         agent.stop();
-        assert_eq!(spans.len(), 20, "yielding={yielding}: {spans:#?}");
+        assert_eq!(spans.len(), 20, "{mode}: {spans:#?}");
+        let stats = stats_file.read();
+        let raised = &stats["cpu_priority"]["raised"];
+        if mode == "normal" {
+            assert!(raised.is_null(), "{mode}: {stats:#}");
+        } else {
+            // Twenty requests never fill half the ring or the queue.
+            assert_eq!(raised.as_u64(), Some(0), "{mode}: {stats:#}");
+        }
     }
 }

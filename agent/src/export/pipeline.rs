@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::SpanExporter;
+use crate::cpu_priority::ExportStepAside;
 use crate::spans::model::SpanRecord;
 
 /// How often, at most, a failing exporter is reported in the log after the first failure.
@@ -102,6 +103,16 @@ pub struct ExportPipeline {
 
 impl ExportPipeline {
     pub fn start(exporter: Box<dyn SpanExporter>, opts: PipelineOptions) -> ExportPipeline {
+        Self::start_stepping_aside(exporter, opts, None)
+    }
+
+    /// As `start`, with the export thread offering its core before each batch while
+    /// `step_aside` says so (see `cpu_priority`).
+    pub fn start_stepping_aside(
+        exporter: Box<dyn SpanExporter>,
+        opts: PipelineOptions,
+        step_aside: Option<ExportStepAside>,
+    ) -> ExportPipeline {
         let opts = PipelineOptions {
             queue_capacity: opts.queue_capacity.max(1),
             max_batch: opts.max_batch.max(1),
@@ -123,6 +134,7 @@ impl ExportPipeline {
             deadline: deadline.clone(),
             errors: ErrorLog::default(),
             heartbeat: heartbeat.clone(),
+            step_aside,
         };
         let thread = std::thread::Builder::new()
             .name("periscope-export".into())
@@ -281,6 +293,7 @@ struct Worker {
     deadline: Arc<Mutex<Option<Instant>>>,
     errors: ErrorLog,
     heartbeat: Arc<AtomicU64>,
+    step_aside: Option<ExportStepAside>,
 }
 
 impl Worker {
@@ -363,6 +376,9 @@ impl Worker {
             return;
         }
         let spans = std::mem::replace(batch, Vec::with_capacity(self.opts.max_batch.min(4096)));
+        if let Some(step_aside) = &self.step_aside {
+            step_aside.offer();
+        }
         // A panicking exporter costs this batch, not the pipeline.
         let exporter = &mut self.exporter;
         let result =

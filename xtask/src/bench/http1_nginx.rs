@@ -481,7 +481,7 @@ fn print_round(v: &Variant, round: &Round) {
             a.stats.export_exported
         );
         println!(
-            "  agent at normal priority to catch up: {} time(s), {:.2} s in all",
+            "  agent raised to catch up (stopped stepping aside): {} time(s), {:.2} s in all",
             a.stats.raised,
             a.stats.raised_ms as f64 / 1000.0
         );
