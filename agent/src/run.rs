@@ -114,18 +114,12 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
             )
         }
     };
-    // Stepping aside, the export thread offers its core between batches, which it encodes in
-    // one go: smaller ones keep a traced program that wants the core from waiting long.
     let export_step_aside = (cfg.cpu_priority == CpuPriority::Yield).then(ExportStepAside::new);
     let mut pipeline = ExportPipeline::start_stepping_aside(
         exporter,
         PipelineOptions {
             queue_capacity: cfg.queue_size,
-            max_batch: if export_step_aside.is_some() {
-                512
-            } else {
-                4096
-            },
+            max_batch: 4096,
             batch_interval: Duration::from_millis(500),
             export_timeout,
         },
