@@ -423,6 +423,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
+    use crate::cpu_priority::StepAside;
     use crate::spans::model::{ProcessResource, SpanKind, SpanStatus};
 
     /// What the test exporter saw.
@@ -540,6 +541,52 @@ mod tests {
         assert_eq!(s.submitted, 10);
         assert_eq!(s.exported, 10);
         assert_eq!(s.dropped_queue_full + s.dropped_export_failed, 0);
+    }
+
+    #[test]
+    fn batches_stay_small_while_stepping_aside_and_grow_while_catching_up() {
+        let (exp, seen) = exporter(false, Duration::ZERO);
+        let shared = ExportStepAside::new();
+        let behind = Arc::new(AtomicBool::new(false));
+        let gauge = behind.clone();
+        let mut step_aside = StepAside::new(
+            1,
+            shared.clone(),
+            Box::new(move || {
+                if gauge.load(Ordering::Relaxed) {
+                    1.0
+                } else {
+                    0.0
+                }
+            }),
+        );
+        let max_batch = STEPPING_ASIDE_BATCH * 2;
+        let mut p = ExportPipeline::start_stepping_aside(
+            exp,
+            opts(10_000, max_batch, 60_000),
+            Some(shared),
+        );
+        let exported = |p: &ExportPipeline, n: u64| {
+            let t0 = Instant::now();
+            while p.stats().snapshot().exported < n && t0.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        for i in 0..STEPPING_ASIDE_BATCH as u64 {
+            p.submit(span(i));
+        }
+        p.hand_over();
+        exported(&p, STEPPING_ASIDE_BATCH as u64);
+        behind.store(true, Ordering::Relaxed);
+        assert!(!step_aside.review(), "catching up");
+        for i in 0..max_batch as u64 {
+            p.submit(span(1000 + i));
+        }
+        p.hand_over();
+        exported(&p, (STEPPING_ASIDE_BATCH + max_batch) as u64);
+        let sizes: Vec<usize> = non_empty(&seen).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![STEPPING_ASIDE_BATCH, max_batch]);
+        p.shutdown(Duration::from_secs(5));
     }
 
     #[test]
