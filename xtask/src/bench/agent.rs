@@ -248,7 +248,8 @@ pub struct Stats {
     pub export_exported: u64,
     pub dropped_queue_full: u64,
     pub dropped_export_failed: u64,
-    /// Times the agent left idle priority to catch up, and for how long (ms).
+    /// Times the agent was raised to catch up (stopped stepping aside, or left idle priority), and
+    /// for how long (ms).
     pub raised: u64,
     pub raised_ms: u64,
     /// Stretches of traffic a protocol decoder skipped after losing the framing: requests in them
