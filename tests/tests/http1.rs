@@ -806,6 +806,82 @@ fn thread_policies(pid: u32) -> Vec<(String, i32)> {
     out
 }
 
+/// A backend that refuses every connection: the agent's queue stays bounded, every span it
+/// cannot send is counted as dropped, the full queue makes it stop stepping aside for
+/// the traced programs (it is behind), and it still stops promptly with exit status 0.
+#[test]
+fn dead_backend_bounded_queue_counted_drops() {
+    require_capture!();
+    let _serial = serial();
+    let (_server, port) = python_service::<&str>("shop.py", &[]);
+    // Nothing listens there: bound and closed at once.
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let stats_file = StatsFile::new("dead-backend");
+    let agent = Agent::start(
+        &[
+            "--exe",
+            "shop.py",
+            "--queue-size",
+            "4",
+            "--stats-file",
+            stats_file.path(),
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &dead),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
+        ],
+    );
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut client = KeepaliveClient::connect(port);
+                for i in 0..60 {
+                    client.ask(&format!("/items/{i}"));
+                }
+                client.close();
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let (_, stderr) = agent.stop();
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "stopping took {:?}: {stderr}",
+        t0.elapsed()
+    );
+    let stats = stats_file.read();
+    let export = &stats["export"];
+    let n = |key: &str| {
+        export[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {stats:#}"))
+    };
+    assert!(n("submitted") >= 240, "{stats:#}");
+    assert_eq!(
+        n("exported"),
+        0,
+        "nothing reached a dead backend: {stats:#}"
+    );
+    assert_eq!(
+        n("dropped_queue_full") + n("dropped_export_failed"),
+        n("submitted"),
+        "every span is counted as lost: {stats:#}"
+    );
+    assert!(
+        n("dropped_queue_full") > 0,
+        "the queue stayed bounded: {stats:#}"
+    );
+    assert!(
+        stats["cpu_priority"]["raised"].as_u64().unwrap_or(0) >= 1,
+        "a full queue is falling behind: {stats:#}"
+    );
+}
+
 /// Each `--cpu-priority` mode delivers every span. By default (`yield`) every thread stays at
 /// normal priority, with no governor thread, and the stats report how often the agent stopped
 /// stepping aside; under `idle` the capture and export threads run under SCHED_IDLE and the
