@@ -8,10 +8,11 @@
 //! of the server's time per request).
 //!
 //! So by default (`yield`) the capture and export threads run at normal priority, where a
-//! wake-up need not preempt them, and step aside (`sched_yield`) every few records, which costs
-//! nothing when no one is waiting and otherwise hands the core over within microseconds. While
-//! the agent falls behind (the kernel ring or the export queue half full) they stop stepping
-//! aside until caught up, so a saturated host costs latency of spans, not spans.
+//! wake-up need not preempt them, and step aside (`sched_yield`) every few records, which
+//! costs nothing when no one is waiting and otherwise hands the core over within tens of
+//! microseconds. While the agent falls behind (the kernel ring or the export queue half full)
+//! they stop stepping aside until caught up, so a saturated host costs latency of spans, not
+//! spans.
 //!
 //! `idle` keeps the threads under `SCHED_IDLE`, with a governor thread raising them to normal
 //! priority while they fall behind or are starved; `normal` leaves them alone.
@@ -37,9 +38,9 @@ const YIELD_BELOW: f64 = 0.1;
 
 /// Ring records the capture thread handles between two offers of its core: 64 requests of an
 /// nginx flood, some 45 µs of work. Interleaved on nginx's static page (traced share of
-/// untraced throughput, two runs of four pairs each): every 16 records 0.81 and 0.80, every
-/// 128 0.83 and 0.85, every 256 0.83, every 512 0.80. More often, the switches cost more than
-/// nginx's shorter waits gain; less often, nginx waits too long.
+/// untraced throughput, runs of four pairs): every 16 records 0.81 and 0.80, every 128 0.83
+/// and 0.85, every 256 0.83, every 512 0.80 (one run each). More often, the switches cost more
+/// than nginx's shorter waits gain; less often, nginx waits too long.
 pub const RECORDS_BETWEEN_YIELDS: u32 = 128;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
