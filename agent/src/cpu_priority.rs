@@ -172,9 +172,9 @@ pub struct GovernorStats {
     pub raised_ms: u64,
 }
 
-/// Whether the threads should run at normal priority next, given whether they do now, the
-/// backlog share and whether one of them is starved. The gap between the two thresholds keeps
-/// the policy from flapping.
+/// Whether the threads should be raised next (`idle`: to normal priority; `yield`: no longer
+/// stepping aside), given whether they are now, the backlog share and whether one of them is
+/// starved. The gap between the two thresholds keeps the policy from flapping.
 pub fn should_raise(raised: bool, backlog: f64, starved: bool) -> bool {
     if starved || backlog >= RAISE_AT {
         true
