@@ -62,8 +62,8 @@ pub struct StepAside {
     backlog: Box<dyn Fn() -> f64 + Send>,
     every: u32,
     since_last: u32,
-    behind_since: Option<Instant>,
-    stats: GovernorStats,
+    /// Raised: not stepping aside while catching up.
+    raising: Raising,
 }
 
 impl StepAside {
@@ -80,8 +80,7 @@ impl StepAside {
             backlog,
             every: every.max(1),
             since_last: 0,
-            behind_since: None,
-            stats: GovernorStats::default(),
+            raising: Raising::default(),
         }
     }
 
@@ -99,26 +98,18 @@ impl StepAside {
 
     /// Look at the backlog; true when the threads are to step aside.
     pub fn review(&mut self) -> bool {
-        let behind = should_raise(self.behind_since.is_some(), (self.backlog)(), false);
-        if behind != self.behind_since.is_some() {
-            if behind {
-                self.stats.raised += 1;
-                self.behind_since = Some(Instant::now());
-            } else if let Some(since) = self.behind_since.take() {
-                self.stats.raised_ms += since.elapsed().as_millis() as u64;
-            }
-            self.shared.active.store(!behind, Ordering::Relaxed);
+        if self.raising.update((self.backlog)(), false) {
+            self.shared
+                .active
+                .store(!self.raising.is_raised(), Ordering::Relaxed);
         }
-        !behind
+        !self.raising.is_raised()
     }
 
     /// Stop stepping aside for good (the final flush must not wait) and report.
-    pub fn stop(mut self) -> GovernorStats {
+    pub fn stop(self) -> GovernorStats {
         self.shared.stop();
-        if let Some(since) = self.behind_since.take() {
-            self.stats.raised_ms += since.elapsed().as_millis() as u64;
-        }
-        self.stats
+        self.raising.finish()
     }
 }
 
@@ -246,8 +237,7 @@ fn govern(
     backlog: Box<dyn Fn() -> f64 + Send>,
     stop: &AtomicBool,
 ) -> GovernorStats {
-    let mut stats = GovernorStats::default();
-    let mut raised_since: Option<Instant> = None;
+    let mut raising = Raising::default();
     // (last heartbeat value, when it last changed) per thread.
     let mut beats: Vec<(u64, Instant)> = threads
         .iter()
@@ -266,30 +256,56 @@ fn govern(
                 starved = true;
             }
         }
-        let raise = should_raise(raised_since.is_some(), backlog(), starved);
-        if raise == raised_since.is_some() {
+        if !raising.update(backlog(), starved) {
             continue;
         }
         for t in &threads {
-            if let Err(e) = set_idle(t.tid, !raise) {
+            if let Err(e) = set_idle(t.tid, !raising.is_raised()) {
                 log::warn!("changing the scheduling policy of thread {}: {e}", t.tid);
             }
-        }
-        if raise {
-            stats.raised += 1;
-            stats.raised_starved += u64::from(starved);
-            raised_since = Some(now);
-        } else if let Some(since) = raised_since.take() {
-            stats.raised_ms += since.elapsed().as_millis() as u64;
         }
     }
     for t in &threads {
         let _ = set_idle(t.tid, false);
     }
-    if let Some(since) = raised_since {
-        stats.raised_ms += since.elapsed().as_millis() as u64;
+    raising.finish()
+}
+
+/// Whether the threads are raised now (see `should_raise`), and the counts of it.
+#[derive(Default)]
+struct Raising {
+    since: Option<Instant>,
+    stats: GovernorStats,
+}
+
+impl Raising {
+    fn is_raised(&self) -> bool {
+        self.since.is_some()
     }
-    stats
+
+    /// Decide again from the backlog share and starvation; true when the decision changed.
+    fn update(&mut self, backlog: f64, starved: bool) -> bool {
+        let raise = should_raise(self.is_raised(), backlog, starved);
+        if raise == self.is_raised() {
+            return false;
+        }
+        if raise {
+            self.stats.raised += 1;
+            self.stats.raised_starved += u64::from(starved);
+            self.since = Some(Instant::now());
+        } else if let Some(since) = self.since.take() {
+            self.stats.raised_ms += since.elapsed().as_millis() as u64;
+        }
+        true
+    }
+
+    /// The counts, with a raise still in progress counted up to now.
+    fn finish(mut self) -> GovernorStats {
+        if let Some(since) = self.since.take() {
+            self.stats.raised_ms += since.elapsed().as_millis() as u64;
+        }
+        self.stats
+    }
 }
 
 /// `SCHED_IDLE` or back to `SCHED_OTHER` for one thread.
