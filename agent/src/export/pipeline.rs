@@ -302,7 +302,8 @@ struct Worker {
 impl Worker {
     fn run(mut self, rx: Receiver<Vec<SpanRecord>>, tid: SyncSender<i32>) {
         let _ = tid.send(crate::cpu_priority::current_tid());
-        let mut batch: Vec<SpanRecord> = Vec::with_capacity(self.opts.max_batch.min(4096));
+        // No room reserved: the first run handed over becomes the batch (see `take`).
+        let mut batch: Vec<SpanRecord> = Vec::new();
         let mut next_tick = Instant::now() + self.opts.batch_interval;
         loop {
             self.heartbeat.fetch_add(1, Ordering::Relaxed);
@@ -391,7 +392,7 @@ impl Worker {
             batch.clear();
             return;
         }
-        let spans = std::mem::replace(batch, Vec::with_capacity(self.opts.max_batch.min(4096)));
+        let spans = std::mem::take(batch);
         if let Some(step_aside) = &self.step_aside {
             step_aside.offer();
         }
