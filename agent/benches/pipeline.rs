@@ -40,6 +40,7 @@ fn main() {
     let records = nginx_records();
     let mut capture = Vec::new();
     let mut export = Vec::new();
+    let mut bytes_per_span = 0;
     for _ in 0..ROUNDS {
         let started = Instant::now();
         let spans = build_spans(&records);
@@ -49,6 +50,7 @@ fn main() {
         let bytes = encode_all(spans);
         let encoded = started.elapsed();
         assert!(bytes > EXCHANGES * 100, "spans were encoded");
+        bytes_per_span = bytes / EXCHANGES;
         capture.push(built.as_nanos() as f64 / EXCHANGES as f64);
         export.push(encoded.as_nanos() as f64 / EXCHANGES as f64);
     }
@@ -56,7 +58,8 @@ fn main() {
     println!(
         "pipeline: {EXCHANGES} nginx exchanges (4 KiB page, response heads captured), median of \
          {ROUNDS} rounds\n  capture (decode, HTTP/1, span building) {capture:.0} ns/span\n  \
-         encode (OTLP protobuf, batches of {EXPORT_BATCH}) {export:.0} ns/span\n  total \
+         encode (OTLP protobuf, batches of {EXPORT_BATCH}) {export:.0} ns/span, \
+         {bytes_per_span} bytes/span\n  total \
          {:.0} ns/span",
         capture + export
     );

