@@ -49,6 +49,8 @@ struct Round {
     /// wrk CPU over the load, % of one core (shown for TLS, where the uprobes on the shared
     /// libssl also trap in wrk's calls, filtered out in the kernel but still paid for).
     wrk_cpu_percent: f64,
+    /// How long the load ran, over which the CPU shares above were taken.
+    elapsed: Duration,
     mode: Mode,
     /// Present for traced rounds.
     agent: Option<AgentRound>,
@@ -109,11 +111,53 @@ impl Round {
             .map(|(_, us)| *us)
     }
 
+    /// A share of one core over the load as CPU per request served, in µs.
+    fn us_per_request(&self, cpu_percent: f64) -> f64 {
+        cpu_percent / 100.0 * self.elapsed.as_secs_f64() * 1e6 / self.requests().max(1) as f64
+    }
+
+    /// CPU per request of everything measured on the host, in µs: nginx, wrk, and (traced) the
+    /// agent and the receiver. On a saturated host the throughput ratio follows their sum.
+    fn cpu_per_request(&self, path: &str) -> Option<CpuPerRequest> {
+        let agent = self.agent.as_ref();
+        Some(CpuPerRequest {
+            nginx: self.nginx_us(path)?,
+            wrk: self.us_per_request(self.wrk_cpu_percent),
+            agent: agent.map_or(0.0, |a| self.us_per_request(a.cpu_percent)),
+            receiver: agent.map_or(0.0, |a| self.us_per_request(a.receiver_cpu_percent)),
+        })
+    }
+
     fn rps(&self, path: &str) -> Option<f64> {
         self.wrk
             .iter()
             .find(|(p, _)| *p == path)
             .map(|(_, w)| w.requests_per_sec)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct CpuPerRequest {
+    nginx: f64,
+    wrk: f64,
+    agent: f64,
+    receiver: f64,
+}
+
+impl CpuPerRequest {
+    fn total(&self) -> f64 {
+        self.nginx + self.wrk + self.agent + self.receiver
+    }
+
+    /// The median of each part over rounds.
+    fn median_of(all: &[CpuPerRequest]) -> Option<CpuPerRequest> {
+        let part = |f: fn(&CpuPerRequest) -> f64| median(&all.iter().map(f).collect::<Vec<_>>());
+        Some(CpuPerRequest {
+            nginx: part(|c| c.nginx)?,
+            wrk: part(|c| c.wrk)?,
+            agent: part(|c| c.agent)?,
+            receiver: part(|c| c.receiver)?,
+        })
     }
 }
 
@@ -302,6 +346,7 @@ fn untraced_round(at: &Measurement) -> Result<Round> {
         nginx_us_per_request,
         nginx_cpu_percent,
         wrk_cpu_percent,
+        elapsed,
         mode: Mode::Untraced,
         agent: None,
     })
@@ -370,6 +415,7 @@ fn traced_round(
         nginx_us_per_request,
         nginx_cpu_percent,
         wrk_cpu_percent,
+        elapsed,
         agent: Some(AgentRound {
             cpu_percent: cpu_percent(cpu_after.saturating_sub(cpu_before), elapsed),
             receiver_cpu_percent: cpu_percent(
@@ -640,6 +686,37 @@ fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
                 _ => String::new(),
             }
         );
+        let cpu = |rs: &[&Round]| {
+            CpuPerRequest::median_of(
+                &rs.iter()
+                    .filter_map(|r| r.cpu_per_request(path))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (cpu_untraced, cpu_traced) = (cpu(&untraced), cpu(&traced));
+        if let (Some(u), Some(t)) = (cpu_untraced, cpu_traced) {
+            println!(
+                "  {:<14} CPU per request, all measured: untraced {:.1} µs (nginx {:.1}, wrk \
+                 {:.1}), traced {:.1} µs (nginx {:.1}, wrk {:.1}, agent {:.1}, receiver {:.1}); \
+                 ratio of the two {:.3}",
+                "",
+                u.total(),
+                u.nginx,
+                u.wrk,
+                t.total(),
+                t.nginx,
+                t.wrk,
+                t.agent,
+                t.receiver,
+                u.total() / t.total()
+            );
+        }
+        let cpu_json = |c: Option<CpuPerRequest>| {
+            c.map(|c| {
+                json!({"nginx": c.nginx, "wrk": c.wrk, "agent": c.agent,
+                       "receiver": c.receiver, "total": c.total()})
+            })
+        };
         let unselected_ratios = pair_ratios(&untraced, &unselected, path);
         let unselected_ratio = median(&unselected_ratios);
         let nginx_unselected = nginx_us(&unselected);
@@ -657,6 +734,8 @@ fn summarize(args: &BenchArgs, v: &Variant, rounds: &[Round]) -> Value {
             "unselected_throughput_ratios": unselected_ratios,
             "nginx_us_per_request_median_unselected": nginx_unselected,
             "nginx_us_per_request_median": {"untraced": nginx_untraced, "traced": nginx_traced},
+            "cpu_us_per_request_median": {"untraced": cpu_json(cpu_untraced),
+                                          "traced": cpu_json(cpu_traced)},
             "path": path,
             "untraced_rps_median": median(&base),
             "traced_rps_median": median(&with),
