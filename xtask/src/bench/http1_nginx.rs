@@ -46,8 +46,9 @@ struct Round {
     /// nginx (master and worker) CPU over the load, % of one core: with the agent, this includes
     /// the time the kernel spends in its probes on nginx's behalf.
     nginx_cpu_percent: f64,
-    /// wrk CPU over the load, % of one core (shown for TLS, where the uprobes on the shared
-    /// libssl also trap in wrk's calls, filtered out in the kernel but still paid for).
+    /// wrk CPU over the load, % of one core: part of the CPU per request summed for every path,
+    /// and shown per round for TLS, where the uprobes on the shared libssl also trap in wrk's
+    /// calls (filtered out in the kernel but still paid for).
     wrk_cpu_percent: f64,
     /// How long the load ran, over which the CPU shares above were taken.
     elapsed: Duration,
