@@ -154,14 +154,18 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
 
     let ring_fd = ring.as_raw_fd();
     let capture_heartbeat = Arc::new(AtomicU64::new(0));
-    let ring_backlog =
-        || RingBacklog::new(ring_fd, u64::from(ring_capacity(cfg.ring_buffer_bytes)));
+    let backlog = || {
+        agent_backlog(
+            &pipeline,
+            RingBacklog::new(ring_fd, u64::from(ring_capacity(cfg.ring_buffer_bytes))),
+        )
+    };
     let governor = match cfg.cpu_priority {
-        CpuPriority::Idle => start_governor(&pipeline, ring_backlog(), capture_heartbeat.clone()),
+        CpuPriority::Idle => start_governor(&pipeline, backlog(), capture_heartbeat.clone()),
         CpuPriority::Yield | CpuPriority::Normal => None,
     };
-    let mut step_aside = export_step_aside
-        .and_then(|shared| start_stepping_aside(shared, &pipeline, ring_backlog()));
+    let mut step_aside =
+        export_step_aside.and_then(|shared| start_stepping_aside(shared, backlog()));
 
     let scope = if filtering {
         format!("{} selected process(es)", selector.traced_count())
@@ -327,23 +331,35 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How far behind the agent is: the fuller share (0 to 1) of the kernel ring and the export
+/// queue, as both CPU-priority modes watch it.
+type BacklogGauge = Box<dyn Fn() -> f64 + Send>;
+
+fn agent_backlog(
+    pipeline: &ExportPipeline,
+    ring: std::io::Result<RingBacklog>,
+) -> std::io::Result<BacklogGauge> {
+    let ring = ring?;
+    let queue = pipeline.backlog_gauge();
+    Ok(Box::new(move || ring.fill().max(queue())))
+}
+
 /// Run on idle CPU (see `cpu_priority`): the capture thread (this one) and the export thread
 /// under the governor. Without it (no ring gauge, or the policy cannot be set) the agent runs
 /// at normal priority.
 fn start_governor(
     pipeline: &ExportPipeline,
-    ring: std::io::Result<RingBacklog>,
+    backlog: std::io::Result<BacklogGauge>,
     capture_heartbeat: Arc<AtomicU64>,
 ) -> Option<Governor> {
-    let ring = match ring {
-        Ok(ring) => ring,
+    let backlog = match backlog {
+        Ok(backlog) => backlog,
         Err(e) => {
             log::warn!("cannot watch the ring buffer's backlog ({e}); running at normal priority");
             return None;
         }
     };
     let (export_tid, export_heartbeat) = pipeline.worker();
-    let queue = pipeline.backlog_gauge();
     let threads = vec![
         Managed {
             tid: current_tid(),
@@ -356,7 +372,7 @@ fn start_governor(
             stall_after: EXPORT_STALL,
         },
     ];
-    match Governor::start(threads, Box::new(move || ring.fill().max(queue()))) {
+    match Governor::start(threads, backlog) {
         Ok(governor) => Some(governor),
         Err(e) => {
             log::warn!("cannot lower the agent's CPU priority ({e}); running at normal priority");
@@ -370,18 +386,10 @@ fn start_governor(
 /// step aside, since they could not tell when they fall behind.
 fn start_stepping_aside(
     shared: ExportStepAside,
-    pipeline: &ExportPipeline,
-    ring: std::io::Result<RingBacklog>,
+    backlog: std::io::Result<BacklogGauge>,
 ) -> Option<StepAside> {
-    match ring {
-        Ok(ring) => {
-            let queue = pipeline.backlog_gauge();
-            Some(StepAside::new(
-                RECORDS_BETWEEN_YIELDS,
-                shared,
-                Box::new(move || ring.fill().max(queue())),
-            ))
-        }
+    match backlog {
+        Ok(backlog) => Some(StepAside::new(RECORDS_BETWEEN_YIELDS, shared, backlog)),
         Err(e) => {
             shared.stop();
             log::warn!("cannot watch the ring buffer's backlog ({e}); never stepping aside");

@@ -517,6 +517,14 @@ mod tests {
             .collect()
     }
 
+    /// Wait (up to 5 s) until the pipeline has exported `n` spans.
+    fn wait_exported(p: &ExportPipeline, n: u64) {
+        let t0 = Instant::now();
+        while p.stats().snapshot().exported < n && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn batches_by_size_and_exports_everything_in_order() {
         let (exp, seen) = exporter(false, Duration::ZERO);
@@ -526,10 +534,7 @@ mod tests {
             p.submit(span(i));
         }
         let stats = p.stats();
-        let t0 = Instant::now();
-        while stats.snapshot().exported < 8 && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_exported(&p, 8);
         assert_eq!(non_empty(&seen), vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
         p.shutdown(Duration::from_secs(5));
         assert_eq!(
@@ -567,24 +572,18 @@ mod tests {
             opts(10_000, max_batch, 60_000),
             Some(shared),
         );
-        let exported = |p: &ExportPipeline, n: u64| {
-            let t0 = Instant::now();
-            while p.stats().snapshot().exported < n && t0.elapsed() < Duration::from_secs(5) {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        };
         for i in 0..STEPPING_ASIDE_BATCH as u64 {
             p.submit(span(i));
         }
         p.hand_over();
-        exported(&p, STEPPING_ASIDE_BATCH as u64);
+        wait_exported(&p, STEPPING_ASIDE_BATCH as u64);
         behind.store(true, Ordering::Relaxed);
         assert!(!step_aside.review(), "catching up");
         for i in 0..max_batch as u64 {
             p.submit(span(1000 + i));
         }
         p.hand_over();
-        exported(&p, (STEPPING_ASIDE_BATCH + max_batch) as u64);
+        wait_exported(&p, (STEPPING_ASIDE_BATCH + max_batch) as u64);
         let sizes: Vec<usize> = non_empty(&seen).iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![STEPPING_ASIDE_BATCH, max_batch]);
         p.shutdown(Duration::from_secs(5));
@@ -597,10 +596,7 @@ mod tests {
         p.submit(span(1));
         p.submit(span(2));
         p.hand_over();
-        let t0 = Instant::now();
-        while p.stats().snapshot().exported < 2 && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_exported(&p, 2);
         assert_eq!(p.stats().snapshot().exported, 2);
         // Idle ticks keep calling export with empty batches.
         std::thread::sleep(Duration::from_millis(100));
