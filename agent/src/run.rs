@@ -26,7 +26,7 @@ use crate::{
     config::{OutputFormat, RunConfig},
     cpu_priority::{
         CpuPriority, ExportStepAside, Governor, GovernorStats, Managed, RECORDS_BETWEEN_YIELDS,
-        StepAside, current_tid,
+        SHORT_SLICE, StepAside, current_tid, set_time_slice,
     },
     export::{
         SpanExporter,
@@ -164,8 +164,8 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
         CpuPriority::Idle => start_governor(&pipeline, backlog(), capture_heartbeat.clone()),
         CpuPriority::Yield | CpuPriority::Normal => None,
     };
-    let mut step_aside =
-        export_step_aside.and_then(|shared| start_stepping_aside(shared, backlog()));
+    let mut step_aside = export_step_aside
+        .and_then(|shared| start_stepping_aside(shared, backlog(), pipeline.worker().0));
 
     let scope = if filtering {
         format!("{} selected process(es)", selector.traced_count())
@@ -382,14 +382,24 @@ fn start_governor(
 }
 
 /// Step aside (see `cpu_priority`): the capture thread (this one) every few ring records, the
-/// export thread before each batch, both watching the backlog. Without a ring gauge they never
-/// step aside, since they could not tell when they fall behind.
+/// export thread before each batch, both watching the backlog and running by short slices.
+/// Without a ring gauge they never step aside, since they could not tell when they fall behind.
 fn start_stepping_aside(
     shared: ExportStepAside,
     backlog: std::io::Result<BacklogGauge>,
+    export_tid: i32,
 ) -> Option<StepAside> {
     match backlog {
-        Ok(backlog) => Some(StepAside::new(RECORDS_BETWEEN_YIELDS, shared, backlog)),
+        Ok(backlog) => {
+            for tid in [current_tid(), export_tid] {
+                match set_time_slice(tid, SHORT_SLICE) {
+                    Ok(true) => {}
+                    Ok(false) => log::debug!("this kernel has no custom time slices"),
+                    Err(e) => log::warn!("cannot shorten thread {tid}'s time slice: {e}"),
+                }
+            }
+            Some(StepAside::new(RECORDS_BETWEEN_YIELDS, shared, backlog))
+        }
         Err(e) => {
             shared.stop();
             log::warn!("cannot watch the ring buffer's backlog ({e}); never stepping aside");
