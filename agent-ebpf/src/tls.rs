@@ -86,10 +86,11 @@ pub fn try_return(ctx: &RetProbeContext, ex: bool) -> Result<(), i64> {
         return Ok(());
     };
     let _ = TLS_CALLS.remove(pid_tgid);
-    // Both forms return an int: a byte count, or 1 for success with the count stored.
+    // Both forms return an int: a byte count, or (the `_ex` forms and the internal functions
+    // they wrap) a positive success with the count stored.
     let ret: i32 = ctx.ret();
     let moved: u64 = if ex {
-        if ret != 1 {
+        if ret <= 0 {
             return Ok(());
         }
         // SAFETY: user pointer given to the library; faults are reported, not taken.

@@ -7,11 +7,13 @@
 //! - [`processes`] keeps the kernel's process selection up to date;
 //! - [`procnet`] answers from /proc what the kernel did not see (connections older than us);
 //! - [`self_traffic`] keeps the agent's own export traffic out of the spans;
-//! - [`tls`] attaches the OpenSSL uprobes to every libssl in use;
+//! - [`tls`] attaches the OpenSSL uprobes to every libssl in use, where [`openssl_entries`]
+//!   says they cost least;
 //! - [`streams`] routes bytes to per-connection protocol decoders.
 
 pub mod events;
 pub mod kernel_btf;
+pub mod openssl_entries;
 pub mod probes;
 pub mod processes;
 pub mod procnet;

@@ -1,5 +1,7 @@
 //! Attaching the OpenSSL uprobes to every libssl that traced processes map, including
-//! libraries first mapped after the agent started (found by rescanning /proc/PID/maps).
+//! libraries first mapped after the agent started (found by rescanning /proc/PID/maps). Where
+//! the library's layout allows, they go on its internal read and write functions rather than the
+//! exported ones (see `openssl_entries`).
 
 use std::{
     collections::HashSet,
@@ -10,8 +12,13 @@ use std::{
 
 use aya::{
     Ebpf,
-    programs::{UProbe, uprobe::UProbeScope},
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeScope},
+    },
 };
+
+use super::openssl_entries::internal_entries;
 
 /// (entry program, return program, symbol). The `_ex` forms are absent before OpenSSL 1.1.1.
 const PROBES: &[(&str, &str, &str)] = &[
@@ -97,15 +104,19 @@ impl TlsProbes {
             return;
         }
         match self.attach(ebpf, path) {
-            Ok(n) => {
-                log::info!("TLS: {n} OpenSSL probes on {}", shown.display());
+            Ok((n, functions)) => {
+                log::info!(
+                    "TLS: {n} OpenSSL probes on {}, on its {functions} functions",
+                    shown.display()
+                );
                 self.libraries.push(shown.to_path_buf());
             }
             Err(e) => log::warn!("TLS: cannot probe {}: {e:#}", shown.display()),
         }
     }
 
-    fn attach(&mut self, ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<usize> {
+    /// Attach to one library; returns the number of probes and which functions carry them.
+    fn attach(&mut self, ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<(usize, &'static str)> {
         if !self.loaded {
             for (enter, ret, _) in PROBES {
                 for name in [enter, ret] {
@@ -117,6 +128,32 @@ impl TlsProbes {
                 }
             }
             self.loaded = true;
+        }
+        match internal_entries(path) {
+            Ok(entries) => {
+                // The `_ex` programs: the internal functions take the `_ex` arguments.
+                for (enter, ret, offset) in [
+                    ("ssl_read_ex_enter", "ssl_read_ex_return", entries.read),
+                    ("ssl_write_ex_enter", "ssl_write_ex_return", entries.write),
+                ] {
+                    for name in [enter, ret] {
+                        let program: &mut UProbe = ebpf
+                            .program_mut(name)
+                            .ok_or_else(|| anyhow::anyhow!("program {name} missing"))?
+                            .try_into()?;
+                        program.attach(
+                            UProbeAttachLocation::AbsoluteOffset(offset),
+                            path,
+                            UProbeScope::AllProcesses,
+                        )?;
+                    }
+                }
+                return Ok((4, "internal read and write"));
+            }
+            Err(e) => log::debug!(
+                "TLS: probing {}'s exported functions ({e:#})",
+                path.display()
+            ),
         }
         let mut attached = 0;
         for (enter, ret, symbol) in PROBES {
@@ -135,7 +172,7 @@ impl TlsProbes {
                 }
             }
         }
-        Ok(attached)
+        Ok((attached, "exported"))
     }
 }
 
