@@ -354,24 +354,14 @@ struct SchedAttr {
 /// Returns whether the kernel now reports that slice: kernels without custom slices accept the
 /// request and ignore it.
 pub fn set_time_slice(tid: i32, slice: Duration) -> io::Result<bool> {
-    let mut attr = SchedAttr {
-        size: size_of::<SchedAttr>() as u32,
-        ..SchedAttr::default()
-    };
     // Read first: the nice value is kept as the thread has it.
-    // SAFETY: the kernel writes at most `size` bytes into `attr`, which outlives the call.
-    let got =
-        unsafe { libc::syscall(libc::SYS_sched_getattr, tid, &raw mut attr, attr.size, 0u32) };
-    if got != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let mut attr = sched_attr(tid)?;
     if attr.policy != libc::SCHED_OTHER as u32 {
         return Err(io::Error::other(format!(
             "thread {tid} runs under scheduling policy {}, not SCHED_OTHER",
             attr.policy
         )));
     }
-    attr.size = size_of::<SchedAttr>() as u32;
     attr.flags = 0;
     attr.runtime = slice.as_nanos() as u64;
     // SAFETY: the kernel only reads `attr`.
@@ -383,17 +373,24 @@ pub fn set_time_slice(tid: i32, slice: Duration) -> io::Result<bool> {
 
 /// The time slice of thread `tid` as the kernel reports it (`None`: a kernel that reports none).
 pub fn time_slice(tid: i32) -> io::Result<Option<Duration>> {
+    let runtime = sched_attr(tid)?.runtime;
+    Ok((runtime != 0).then(|| Duration::from_nanos(runtime)))
+}
+
+fn sched_attr(tid: i32) -> io::Result<SchedAttr> {
     let mut attr = SchedAttr {
         size: size_of::<SchedAttr>() as u32,
         ..SchedAttr::default()
     };
-    // SAFETY: as in `set_time_slice`.
+    // SAFETY: the kernel writes at most `size` bytes into `attr`, which outlives the call.
     let got =
         unsafe { libc::syscall(libc::SYS_sched_getattr, tid, &raw mut attr, attr.size, 0u32) };
     if got != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((attr.runtime != 0).then(|| Duration::from_nanos(attr.runtime)))
+    // The kernel writes back the size it knows; the next call passes ours again.
+    attr.size = size_of::<SchedAttr>() as u32;
+    Ok(attr)
 }
 
 /// The calling thread's id.
