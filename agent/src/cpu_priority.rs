@@ -453,13 +453,8 @@ mod tests {
 
     #[test]
     fn a_thread_gets_the_short_slice_it_asks_for() {
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let (quit_tx, quit_rx) = std::sync::mpsc::channel::<()>();
-        let worker = std::thread::spawn(move || {
-            tid_tx.send(current_tid()).unwrap();
-            let _ = quit_rx.recv();
-        });
-        let tid = tid_rx.recv().unwrap();
+        let worker = ParkedThread::spawn();
+        let tid = worker.tid;
         let default = time_slice(tid).unwrap();
         assert_ne!(default, Some(SHORT_SLICE), "a new thread has the default");
         let granted = set_time_slice(tid, SHORT_SLICE).unwrap();
@@ -475,8 +470,32 @@ mod tests {
             assert_eq!(time_slice(tid).unwrap(), Some(SHORT_SLICE));
             assert_eq!(policy_of(tid), libc::SCHED_OTHER, "the policy is kept");
         }
-        quit_tx.send(()).unwrap();
-        worker.join().unwrap();
+        worker.stop();
+    }
+
+    /// A thread that waits, doing nothing, until stopped.
+    struct ParkedThread {
+        tid: i32,
+        quit: std::sync::mpsc::Sender<()>,
+        handle: JoinHandle<()>,
+    }
+
+    impl ParkedThread {
+        fn spawn() -> ParkedThread {
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let (quit, quit_rx) = std::sync::mpsc::channel::<()>();
+            let handle = std::thread::spawn(move || {
+                tid_tx.send(current_tid()).unwrap();
+                let _ = quit_rx.recv();
+            });
+            let tid = tid_rx.recv().unwrap();
+            ParkedThread { tid, quit, handle }
+        }
+
+        fn stop(self) {
+            self.quit.send(()).unwrap();
+            self.handle.join().unwrap();
+        }
     }
 
     /// The policy a thread runs under, from `/proc` (field 41 of its stat line).
@@ -489,13 +508,8 @@ mod tests {
 
     #[test]
     fn a_thread_that_never_gets_round_its_loop_is_raised() {
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let (quit_tx, quit_rx) = std::sync::mpsc::channel::<()>();
-        let worker = std::thread::spawn(move || {
-            tid_tx.send(current_tid()).unwrap();
-            let _ = quit_rx.recv();
-        });
-        let tid = tid_rx.recv().unwrap();
+        let worker = ParkedThread::spawn();
+        let tid = worker.tid;
         let governor = Governor::start(
             vec![Managed {
                 tid,
@@ -512,8 +526,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert!(governor.stop().raised >= 1);
-        quit_tx.send(()).unwrap();
-        worker.join().unwrap();
+        worker.stop();
     }
 
     #[test]
