@@ -52,7 +52,8 @@ pub const RECORDS_BETWEEN_YIELDS: u32 = 128;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuPriority {
-    /// Normal priority, stepping aside every few records; not while falling behind.
+    /// Normal priority by short time slices, stepping aside every few records; not while falling
+    /// behind.
     #[default]
     Yield,
     /// Run on idle CPU; compete at normal priority only while falling behind.
