@@ -4,9 +4,12 @@ use std::{fs, io::Write as _, path::Path};
 
 use crate::capture::{
     kernel_btf,
+    openssl_entries::internal_entries,
     probes::{KERNEL_BTF, ProbeOptions, Probes, SocketProbes, wanted_tracepoints},
+    tls::system_libssl_files,
     tracefs,
 };
+use crate::cpu_priority::{SHORT_SLICE, current_tid, set_time_slice};
 
 /// One line to stdout; a reader that went away (`periscope check | head -3`) is no error.
 fn say(line: &str) {
@@ -157,6 +160,39 @@ pub fn check() -> bool {
             "absent: TLS traffic not decoded"
         },
     );
+    if uprobes {
+        for path in system_libssl_files() {
+            let lib = path.display();
+            match internal_entries(&path) {
+                Ok(_) => r.line(
+                    true,
+                    false,
+                    "OpenSSL probe points",
+                    &format!("{lib}: internal read/write, one trap a call"),
+                ),
+                Err(e) => r.line(
+                    false,
+                    false,
+                    "OpenSSL probe points",
+                    &format!(
+                        "{lib}: SSL_read/SSL_write themselves, where each call also \
+                         single-steps, so HTTPS costs more ({e:#})"
+                    ),
+                ),
+            }
+        }
+    }
+    let slices = short_slices_granted();
+    r.line(
+        slices,
+        false,
+        "short time slices (Linux 6.12)",
+        if slices {
+            "the agent's threads run by 0.1 ms slices: traced programs rarely preempt them"
+        } else {
+            "not granted: the agent's threads keep the default slice"
+        },
+    );
 
     if !r.fatal {
         match Probes::load(&ProbeOptions {
@@ -191,6 +227,14 @@ pub fn check() -> bool {
          MySQL and Redis over TCP (IPv4 and IPv6)"
     });
     !r.fatal
+}
+
+/// Whether the kernel grants a thread the short slice the agent asks for (tried on a scratch
+/// thread, which ends right after).
+fn short_slices_granted() -> bool {
+    std::thread::spawn(|| set_time_slice(current_tid(), SHORT_SLICE).unwrap_or(false))
+        .join()
+        .unwrap_or(false)
 }
 
 fn effective_capabilities() -> Option<u64> {

@@ -113,3 +113,35 @@ fn check_output_to_a_closed_pipe_is_no_crash() {
         out.status
     );
 }
+
+/// `periscope check` says where the OpenSSL probes would go and whether the agent's threads get
+/// their short slices: on this kernel (6.18) and Debian's OpenSSL 3, the cheap placements.
+#[test]
+fn check_reports_probe_points_and_time_slices() {
+    require_capture!();
+    let _serial = serial();
+    let out = Command::new(common::agent_binary())
+        .arg("check")
+        .output()
+        .expect("agent binary built (cargo build -p periscope)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let line = |what: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no '{what}' line in:\n{stdout}"))
+            .to_owned()
+    };
+    let slices = line("short time slices");
+    assert!(slices.contains("[ok  ]"), "{slices}");
+    if std::path::Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3").exists() {
+        let probes = line("OpenSSL probe points");
+        assert!(
+            probes.contains("[ok  ]") && probes.contains("internal read/write"),
+            "{probes}"
+        );
+    } else {
+        eprintln!("SKIP (part): no Debian libssl.so.3 to place probes in");
+    }
+}

@@ -63,19 +63,8 @@ impl TlsProbes {
         if self.disabled {
             return;
         }
-        for dir in SYSTEM_LIBRARY_DIRS {
-            let Ok(entries) = fs::read_dir(dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let is_libssl = entry
-                    .file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with("libssl.so."));
-                if is_libssl {
-                    self.attach_file(ebpf, &entry.path(), &entry.path());
-                }
-            }
+        for path in system_libssl_files() {
+            self.attach_file(ebpf, &path, &path);
         }
     }
 
@@ -174,6 +163,26 @@ impl TlsProbes {
         }
         Ok((attached, "exported"))
     }
+}
+
+/// The libssl files in the usual library directories.
+pub fn system_libssl_files() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in SYSTEM_LIBRARY_DIRS {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let is_libssl = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("libssl.so."));
+            if is_libssl {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
 }
 
 /// Paths of the libssl files a process maps.
