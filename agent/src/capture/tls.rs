@@ -20,12 +20,16 @@ use aya::{
 
 use super::openssl_entries::internal_entries;
 
-/// (entry program, return program, symbol). The `_ex` forms are absent before OpenSSL 1.1.1.
-const PROBES: &[(&str, &str, &str)] = &[
+/// (entry program, return program, symbol). The `_ex` forms are absent before OpenSSL 1.1.1;
+/// their programs also serve the internal functions they wrap, which take the same arguments.
+type Probe = (&'static str, &'static str, &'static str);
+const READ_EX: Probe = ("ssl_read_ex_enter", "ssl_read_ex_return", "SSL_read_ex");
+const WRITE_EX: Probe = ("ssl_write_ex_enter", "ssl_write_ex_return", "SSL_write_ex");
+const PROBES: &[Probe] = &[
     ("ssl_read_enter", "ssl_read_return", "SSL_read"),
     ("ssl_write_enter", "ssl_write_return", "SSL_write"),
-    ("ssl_read_ex_enter", "ssl_read_ex_return", "SSL_read_ex"),
-    ("ssl_write_ex_enter", "ssl_write_ex_return", "SSL_write_ex"),
+    READ_EX,
+    WRITE_EX,
 ];
 
 /// Where distributions keep the system OpenSSL.
@@ -109,28 +113,18 @@ impl TlsProbes {
         if !self.loaded {
             for (enter, ret, _) in PROBES {
                 for name in [enter, ret] {
-                    let program: &mut UProbe = ebpf
-                        .program_mut(name)
-                        .ok_or_else(|| anyhow::anyhow!("program {name} missing"))?
-                        .try_into()?;
-                    program.load()?;
+                    uprobe(ebpf, name)?.load()?;
                 }
             }
             self.loaded = true;
         }
         match internal_entries(path) {
             Ok(entries) => {
-                // The `_ex` programs: the internal functions take the `_ex` arguments.
-                for (enter, ret, offset) in [
-                    ("ssl_read_ex_enter", "ssl_read_ex_return", entries.read),
-                    ("ssl_write_ex_enter", "ssl_write_ex_return", entries.write),
-                ] {
+                for ((enter, ret, _), offset) in
+                    [(READ_EX, entries.read), (WRITE_EX, entries.write)]
+                {
                     for name in [enter, ret] {
-                        let program: &mut UProbe = ebpf
-                            .program_mut(name)
-                            .ok_or_else(|| anyhow::anyhow!("program {name} missing"))?
-                            .try_into()?;
-                        program.attach(
+                        uprobe(ebpf, name)?.attach(
                             UProbeAttachLocation::AbsoluteOffset(offset),
                             path,
                             UProbeScope::AllProcesses,
@@ -147,11 +141,7 @@ impl TlsProbes {
         let mut attached = 0;
         for (enter, ret, symbol) in PROBES {
             for name in [enter, ret] {
-                let program: &mut UProbe = ebpf
-                    .program_mut(name)
-                    .ok_or_else(|| anyhow::anyhow!("program {name} missing"))?
-                    .try_into()?;
-                match program.attach(*symbol, path, UProbeScope::AllProcesses) {
+                match uprobe(ebpf, name)?.attach(*symbol, path, UProbeScope::AllProcesses) {
                     Ok(_) => attached += 1,
                     // SSL_read_ex/SSL_write_ex do not exist in older libraries.
                     Err(e) if symbol.ends_with("_ex") => {
@@ -163,6 +153,13 @@ impl TlsProbes {
         }
         Ok((attached, "exported"))
     }
+}
+
+fn uprobe<'e>(ebpf: &'e mut Ebpf, name: &str) -> anyhow::Result<&'e mut UProbe> {
+    Ok(ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow::anyhow!("program {name} missing"))?
+        .try_into()?)
 }
 
 /// The libssl files in the usual library directories.
